@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 import graphviz
-import structlog
+from acekit.logging import get_logger
 
 from acekit.ir.graph import Graph, Node, Value
 
-log = structlog.get_logger("acekit.visualize")
+log = get_logger(__name__)
 
 _HIDDEN_OPS = {"parameter", "constant"}
 

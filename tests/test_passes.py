@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import attrs
 import pytest
-import structlog
 
 from acekit.ir import Graph, GraphError
 from acekit.passes import (
@@ -197,14 +197,17 @@ def test_malformed_spec_points_at_the_column(spec: str, column: int, what: str) 
     assert str(caught.value).splitlines()[-1] == "  " + " " * (column - 1) + "^"
 
 
-def test_run_applies_passes_in_order_with_stats_hooks_and_one_log_event_each() -> None:
+def test_run_applies_passes_in_order_with_stats_hooks_and_one_log_event_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     graph = vit_like_graph(blocks=2)
     hooks = RecordingHooks()
     pipeline = Pipeline.from_spec(
         "count-ops{op=dropout},drop-dropout,count-ops{op=dropout}", REGISTRY
     )
-    with structlog.testing.capture_logs() as logs:
+    with caplog.at_level(logging.INFO, logger="acekit"):
         result = pipeline.run(graph, verify=True, hooks=hooks)
+    logs = [getattr(record, "acekit_event", {}) for record in caplog.records]
     assert [stats.stats for _, stats in result.results] == [
         {"count": 10},
         {"removed": 10},

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
-import structlog
+from acekit.logging import get_logger
 
 from acekit.ir.graph import Graph, Node
 from acekit.ir.verify import VerificationError
@@ -19,7 +19,7 @@ from acekit.passes.spec import PipelineSpecError, SpecItem, format_value, parse_
 if TYPE_CHECKING:
     from acekit.ir.schema import OpTable
 
-log = structlog.get_logger("acekit.passes")
+log = get_logger(__name__)
 
 #: Environment switch for verifying the graph after every pass (the tests turn it on).
 VERIFY_ENV = "ACEKIT_VERIFY_PASSES"
