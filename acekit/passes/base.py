@@ -76,8 +76,10 @@ class Pass:
             return {}
         defaults = {}
         for field in attrs.fields(cls):
-            if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type,unused-ignore]
-                defaults[field.name] = field.default.factory()  # type: ignore[union-attr]
-            elif field.default is not attrs.NOTHING:
-                defaults[field.name] = field.default
+            default = field.default
+            if default is attrs.NOTHING:
+                continue
+            # attrs.Factory instances describe how to build the default, not the value.
+            factory = getattr(default, "factory", None)
+            defaults[field.name] = factory() if callable(factory) else default
         return defaults

@@ -1,0 +1,42 @@
+"""Built-in target plugin: ONNX Runtime on CPU.
+
+Registered through the ``acekit`` entry-point group (``onnxruntime =
+"acekit_onnxruntime"`` in acekit's pyproject), exactly like a third-party plugin.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from acekit.plugin import Registrar, hookimpl
+
+if TYPE_CHECKING:
+    from acekit.ir.graph import Graph
+
+__all__ = ["OnnxRuntimeTarget", "acekit_register_targets"]
+
+
+class OnnxRuntimeTarget:
+    """Deploys to ONNX Runtime's CPU execution provider, whose integer kernels run Q/DQ pairs."""
+
+    name: ClassVar[str] = "onnxruntime"
+    title: ClassVar[str] = "ONNX Runtime (CPU)"
+    summary: ClassVar[str] = (
+        "ONNX model with QuantizeLinear/DequantizeLinear pairs that ONNX Runtime's CPU "
+        "provider fuses into integer kernels"
+    )
+
+    def export(
+        self, graph: Graph, path: str | os.PathLike[str], options: Mapping[str, Any]
+    ) -> Path:
+        """Write ``graph`` as an ONNX model for ONNX Runtime (not implemented yet)."""
+        raise NotImplementedError("ONNX Runtime export is not implemented yet")
+
+
+@hookimpl
+def acekit_register_targets(registry: Registrar) -> None:
+    """Register the ONNX Runtime target."""
+    registry.add_target(OnnxRuntimeTarget())

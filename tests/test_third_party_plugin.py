@@ -1,0 +1,160 @@
+"""A third-party plugin, pip-installed on its own, is found with no change to acekit.
+
+``tests/third_party_plugin`` is a separate distribution (``acekit-example-plugin``) with
+its own pyproject.toml; docs/writing-a-plugin.md walks through it. It is built and
+installed with pip into a temporary folder, which then goes on the path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from acekit.ir import Graph, TensorType
+from acekit.passes import Pipeline
+from acekit.plugin import get_plugin_manager, get_registry, reset_plugins
+
+SOURCE = Path(__file__).parent / "third_party_plugin"
+DOCS = Path(__file__).parents[1] / "docs" / "writing-a-plugin.md"
+PACKAGE = "acekit_example_plugin"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the example plugin was pip-installed into (``pip install --target``)."""
+    work = tmp_path_factory.mktemp("example-plugin")
+    # Building from a copy keeps build/ and *.egg-info out of the source tree and lets
+    # parallel test workers build without racing on them.
+    source = work / "source"
+    shutil.copytree(
+        SOURCE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    )
+    target = work / "site"
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "--disable-pip-version-check",
+        "--quiet",
+        "--target",
+        str(target),
+        str(source),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"pip install failed:\n{done.stdout}\n{done.stderr}"
+    assert (target / PACKAGE / "__init__.py").is_file()
+    return target
+
+
+@pytest.fixture
+def on_path(installed: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The installed plugin importable in this process, plugins reloaded."""
+    monkeypatch.delenv("ACEKIT_DISABLE_PLUGINS", raising=False)
+    sys.path.insert(0, str(installed))
+    importlib.invalidate_caches()
+    reset_plugins()
+    try:
+        yield installed
+    finally:
+        reset_plugins()
+        sys.path.remove(str(installed))
+        for module in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
+            del sys.modules[module]
+        importlib.invalidate_caches()
+
+
+def _graph() -> Graph:
+    graph = Graph("example")
+    x = graph.add_input("x", TensorType(torch.float32, (2, 3)))
+    identity = graph.add_node("identity", [x])
+    relu = graph.add_node("relu", [identity.output])
+    contiguous = graph.add_node("contiguous", [relu.output])
+    graph.set_outputs([contiguous.output])
+    return graph
+
+
+def test_acekit_plugins_lists_the_installed_plugin(installed: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ACEKIT_DISABLE_PLUGINS"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(installed), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "acekit.cli", "plugins"]
+
+    text = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert text.returncode == 0, text.stderr
+    row = re.search(r"^example\s+acekit-example-plugin\s+0\.1\.0\s+(.*)$", text.stdout, re.M)
+    assert row, text.stdout
+    assert "passes: example-remove-identity" in text.stdout
+    assert "presets: example-cleanup" in text.stdout
+    assert "targets: example-target" in text.stdout
+
+    listing = subprocess.run(
+        [*command, "--json"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert listing.returncode == 0, listing.stderr
+    (plugin,) = [p for p in json.loads(listing.stdout)["plugins"] if p["name"] == "example"]
+    assert plugin == {
+        "name": "example",
+        "distribution": "acekit-example-plugin",
+        "version": "0.1.0",
+        "module": PACKAGE,
+        "registers": {
+            "passes": ["example-remove-identity"],
+            "presets": ["example-cleanup"],
+            "targets": ["example-target"],
+        },
+    }
+
+
+def test_installed_plugin_pass_preset_and_target_work(on_path: Path, tmp_path: Path) -> None:
+    registry = get_registry()
+    module = sys.modules[PACKAGE]
+    assert Path(module.__file__ or "").is_relative_to(on_path), "must be the installed copy"
+    owner = registry.owner("passes", "example-remove-identity")
+    assert (owner.name, owner.distribution, owner.version) == (
+        "example",
+        "acekit-example-plugin",
+        "0.1.0",
+    )
+    assert "example" in {p.name for p in get_plugin_manager().plugins}
+
+    pipeline = Pipeline.from_spec("example-remove-identity")
+    result = pipeline.run(_graph(), verify=True)
+    assert [n.op for n in result.graph] == ["input", "relu", "contiguous", "output"]
+    assert result.results[0][1].stats == {"removed": 1}
+
+    spec = "example-remove-identity{include_contiguous=true}"
+    assert Pipeline.from_spec(spec).spec() == spec
+    result = Pipeline.from_spec("example-cleanup").run(_graph(), verify=True)
+    assert [n.op for n in result.graph] == ["input", "relu", "output"]
+    assert result.results[0][1].stats == {"removed": 2}
+
+    target = registry.targets["example-target"]
+    assert (target.name, target.title) == ("example-target", "Example Target")
+    written = target.export(result.graph, tmp_path / "model.txt", {})
+    assert written.read_text(encoding="utf-8") == str(result.graph) + "\n"
+
+
+def test_docs_walk_through_this_exact_package() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    blocks = re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", text, re.S)
+    files = {Path(name): body for name, body in blocks}
+    root = Path(__file__).parents[1]
+    assert set(files) == {
+        Path("tests/third_party_plugin/pyproject.toml"),
+        Path("tests/third_party_plugin/acekit_example_plugin/__init__.py"),
+    }
+    for name, body in files.items():
+        assert body == (root / name).read_text(encoding="utf-8"), f"{name} differs from docs"
