@@ -143,8 +143,31 @@ def _run_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- acekit demo ---------------------------------------------------------------------------
+
+
+def _configure_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="out/demo", help="folder for the files (out/demo)")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from acekit.demo import run_demo
+
+    report = run_demo(Path(args.out))
+    print(report.format())
+    return 0
+
+
 #: The subcommands, by name.
 COMMANDS: dict[str, Command] = {
+    "demo": Command(
+        help="parse, clean and check torchvision resnet18 end to end (writes out/demo)",
+        configure=_configure_demo,
+        run=_run_demo,
+        log_level=logging.INFO,
+    ),
     "plugins": Command(
         help="list the installed plugins and what each registers",
         configure=_configure_plugins,

@@ -13,6 +13,7 @@ from acekit.plugin.manager import (
     PluginManager,
     get_plugin_manager,
     get_registry,
+    plugin_versions,
     reset_plugins,
 )
 from acekit.plugin.registry import (
@@ -48,5 +49,6 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "hookspec",
+    "plugin_versions",
     "reset_plugins",
 ]

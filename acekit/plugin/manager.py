@@ -427,6 +427,14 @@ def get_registry() -> Registry:
     return get_plugin_manager().registry
 
 
+def plugin_versions() -> dict[str, str]:
+    """``{plugin name: version}`` of every loaded plugin, for the run log's header."""
+    return {
+        info.name: info.version or "in-process"
+        for info in sorted(get_plugin_manager().plugins, key=lambda p: p.name)
+    }
+
+
 def reset_plugins() -> None:
     """Forget the process-wide manager; the next use loads the plugins again (for tests)."""
     global _manager
