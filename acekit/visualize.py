@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import graphviz
-from acekit.logging import get_logger
 
 from acekit.ir.graph import Graph, Node, Value
+from acekit.logging import get_logger
 
 log = get_logger(__name__)
 
