@@ -205,7 +205,7 @@ def test_run_applies_passes_in_order_with_stats_hooks_and_one_log_event_each(
     pipeline = Pipeline.from_spec(
         "count-ops{op=dropout},drop-dropout,count-ops{op=dropout}", REGISTRY
     )
-    with caplog.at_level(logging.INFO, logger="acekit"):
+    with caplog.at_level(logging.DEBUG, logger="acekit"):
         result = pipeline.run(graph, verify=True, hooks=hooks)
     logs = [getattr(record, "acekit_event", {}) for record in caplog.records]
     assert [stats.stats for _, stats in result.results] == [

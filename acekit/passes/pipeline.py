@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
-from acekit.logging import get_logger
 
 from acekit.ir.graph import Graph, Node
 from acekit.ir.verify import VerificationError
+from acekit.logging import get_logger
 from acekit.passes.base import Pass, PassResult
 from acekit.passes.spec import PipelineSpecError, SpecItem, format_value, parse_spec, parse_value
 
@@ -213,7 +213,9 @@ class Pipeline:
                     result.graph.verify(ops)
                 except VerificationError as error:
                     raise PassBugError(pass_.name, error, ran) from error
-            log.info(
+            # Passes print their own human lines ("Removed 37 Dropout layers"); this
+            # structured event goes to the run's log file for machines and debugging.
+            log.debug(
                 f"Ran pass '{pass_.name}'",
                 pass_name=pass_.name,
                 modified=result.modified,
