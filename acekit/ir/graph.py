@@ -452,6 +452,12 @@ class Graph:
 
         verify(self, ops)
 
+    def to_module(self) -> torch.nn.Module:
+        """A ``torch.nn.Module`` generated from this graph (:func:`acekit.runtime.to_module`)."""
+        from acekit.runtime import to_module
+
+        return to_module(self)
+
     def __str__(self) -> str:
         from acekit.ir.printer import format_graph
 

@@ -1,0 +1,197 @@
+"""Generate a torch module from a Graph: one kernel call per IR op.
+
+The module is a ``torch.fx.GraphModule`` whose code calls the kernels of
+:mod:`acekit.runtime.registry` in the graph's order. Parameters and buffers live in
+nested submodules that mirror their refs, so ``state_dict()`` keys are the refs (the
+original model's state_dict keys); constant tensors are non-persistent buffers (they move
+with ``.to(device)`` but stay out of the state_dict). Parameters share storage with
+``graph.tensors``: training the module updates the graph's tensors in place (until the
+module is moved to another device or dtype, which makes new tensors).
+"""
+
+from __future__ import annotations
+
+import keyword
+import operator
+import re
+from typing import Any
+
+import torch
+import torch.fx
+from torch import nn
+
+from acekit.ir.graph import Graph, Node, Value
+from acekit.runtime.registry import get_kernel
+
+_IDENTIFIER_RE = re.compile(r"[^0-9A-Za-z_]")
+# Names a GraphModule uses itself: a parameter there would shadow the module's machinery.
+_RESERVED = frozenset({"graph", "code", "forward", "training", "meta", "_code", "_graph"})
+
+
+class CodegenError(ValueError):
+    """The graph cannot be turned into a module (missing kernel, bad ref, ...)."""
+
+
+def to_module(graph: Graph) -> torch.fx.GraphModule:
+    """A torch module that computes ``graph``.
+
+    It runs forward and backward, moves between devices, has a ``state_dict`` keyed by
+    the parameter refs, deep-copies, and follows ``train()``/``eval()`` in the ops whose
+    kernels use the training flag (dropout, batch_norm, ...). It starts in eval mode, the
+    mode graphs are parsed in.
+    """
+    return _Builder(graph).build()
+
+
+def _class_name(name: str) -> str:
+    cleaned = _IDENTIFIER_RE.sub("_", name) or "Graph"
+    if cleaned[0].isdigit() or keyword.iskeyword(cleaned):
+        cleaned = f"Graph_{cleaned}"
+    return cleaned
+
+
+class _Builder:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.root = nn.Module()
+        self.fx = torch.fx.Graph()
+        self.env: dict[int, Any] = {}
+        self.attrs_by_ref: dict[str, torch.fx.Node] = {}
+        self.training: torch.fx.Node | None = None
+
+    def build(self) -> torch.fx.GraphModule:
+        for node in self.graph.input_nodes:
+            placeholder = self.fx.placeholder(_fx_name(node.name))
+            self._bind(node.output, placeholder)
+        for node in self.graph.nodes:
+            if node.op == "input":
+                continue
+            if node.op == "output":
+                self._output(node)
+            elif node.op == "parameter":
+                self._parameter(node)
+            elif node.op == "constant":
+                self._constant(node)
+            else:
+                self._call(node)
+        self.fx.lint()
+        module = torch.fx.GraphModule(self.root, self.fx, class_name=_class_name(self.graph.name))
+        module.meta["acekit_graph"] = self.graph.name
+        # Graphs are parsed in eval mode: the module starts there too (train() for QAT).
+        return module.eval()
+
+    # -- nodes -------------------------------------------------------------------------
+
+    def _parameter(self, node: Node) -> None:
+        ref = str(node.attrs["ref"])
+        if ref not in self.attrs_by_ref:
+            tensor = self._tensor(node, ref)
+            trainable = bool(node.attrs.get("trainable", True))
+            owner, leaf = self._owner(node, ref)
+            if trainable and (tensor.is_floating_point() or tensor.is_complex()):
+                owner.register_parameter(leaf, nn.Parameter(tensor, requires_grad=True))
+            else:
+                owner.register_buffer(leaf, tensor, persistent=True)
+            self.attrs_by_ref[ref] = self.fx.get_attr(ref)
+        self._bind(node.output, self.attrs_by_ref[ref])
+
+    def _constant(self, node: Node) -> None:
+        ref = node.attrs.get("ref")
+        if ref is None:
+            self._bind(node.output, node.attrs.get("value"))
+            return
+        ref = str(ref)
+        if ref not in self.attrs_by_ref:
+            tensor = self._tensor(node, ref)
+            owner, leaf = self._owner(node, ref)
+            owner.register_buffer(leaf, tensor, persistent=False)
+            self.attrs_by_ref[ref] = self.fx.get_attr(ref)
+        self._bind(node.output, self.attrs_by_ref[ref])
+
+    def _call(self, node: Node) -> None:
+        try:
+            kernel = get_kernel(node.op)
+        except KeyError as error:
+            raise CodegenError(f"cannot generate {node.describe()}: {error}") from None
+        args = tuple(self._read(value, node) for value in node.inputs)
+        kwargs = dict(node.attrs)
+        if kernel.uses_training and kwargs.get("training") is None:
+            kwargs["training"] = self._training_flag()
+        call = self.fx.call_function(kernel.fn, args, kwargs, name=_fx_name(node.name))
+        outputs = node.outputs
+        if len(outputs) == 1:
+            self._bind(outputs[0], call)
+            return
+        for i, value in enumerate(outputs):
+            item = self.fx.call_function(operator.getitem, (call, i), name=_fx_name(value.name))
+            self._bind(value, item)
+
+    def _output(self, node: Node) -> None:
+        results = [self._read(value, node) for value in node.inputs]
+        structure = node.attrs.get("structure")
+        if structure is None:
+            self.fx.output(results[0] if len(results) == 1 else tuple(results))
+        else:
+            self.fx.output(_rebuild(structure, results))
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _bind(self, value: Value, fx_value: Any) -> None:
+        self.env[id(value)] = fx_value
+
+    def _read(self, value: Value, reader: Node) -> Any:
+        try:
+            return self.env[id(value)]
+        except KeyError:
+            raise CodegenError(
+                f"{reader.describe()} reads %{value.name}, which no earlier node defines"
+            ) from None
+
+    def _training_flag(self) -> torch.fx.Node:
+        if self.training is None:
+            # `self.training` read once per forward: ops then follow train()/eval().
+            self.training = self.fx.get_attr("training")
+        return self.training
+
+    def _tensor(self, node: Node, ref: str) -> torch.Tensor:
+        try:
+            return self.graph.tensors[ref]
+        except KeyError:
+            raise CodegenError(f"{node.describe()} refers to tensor {ref!r}, not held") from None
+
+    def _owner(self, node: Node, ref: str) -> tuple[nn.Module, str]:
+        *path, leaf = ref.split(".")
+        if not all(part for part in (*path, leaf)):
+            raise CodegenError(f"{node.describe()}: ref {ref!r} is not a dotted attribute path")
+        if not path and leaf in _RESERVED:
+            raise CodegenError(f"{node.describe()}: ref {ref!r} clashes with a module attribute")
+        owner = self.root
+        for part in path:
+            child = owner._modules.get(part)
+            if child is None:
+                child = nn.Module()
+                owner.add_module(part, child)
+            owner = child
+        return owner, leaf
+
+
+def _fx_name(name: str) -> str:
+    return _IDENTIFIER_RE.sub("_", name)
+
+
+def _rebuild(structure: Any, results: list[Any]) -> Any:
+    """Nest the flat ``results`` as the output node's ``structure`` describes."""
+    if isinstance(structure, int) and not isinstance(structure, bool):
+        return results[structure]
+    if not isinstance(structure, tuple) or not structure:
+        raise CodegenError(f"malformed output structure {structure!r}")
+    kind = structure[0]
+    if kind == "tuple":
+        return tuple(_rebuild(item, results) for item in structure[1])
+    if kind == "list":
+        return [_rebuild(item, results) for item in structure[1]]
+    if kind == "dict":
+        return {key: _rebuild(item, results) for key, item in structure[1]}
+    if kind == "const":
+        return structure[1]
+    raise CodegenError(f"malformed output structure {structure!r}")

@@ -1,0 +1,114 @@
+"""The tables mapping FX targets to handlers, and the lookup the converter uses.
+
+A handler is called as ``handler(cx, *args, **kwargs)`` with the node's arguments as
+bound values (``handler(cx, module, *args, **kwargs)`` for ``call_module``), so its
+Python signature mirrors the torch function it stands for and binds positional and
+keyword arguments the same way. It returns what the node is bound to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+import torch.fx
+
+Handler = Callable[..., Any]
+H = TypeVar("H", bound=Handler)
+
+FUNCTIONS: dict[Any, Handler] = {}
+METHODS: dict[str, Handler] = {}
+MODULES: dict[type, Handler] = {}
+ATEN: dict[str, Handler] = {}
+
+
+def function(*targets: Any) -> Callable[[H], H]:
+    """Register a handler for ``call_function`` nodes calling any of ``targets``."""
+
+    def decorate(handler: H) -> H:
+        for target in targets:
+            FUNCTIONS[target] = handler
+        return handler
+
+    return decorate
+
+
+def method(*names: str) -> Callable[[H], H]:
+    """Register a handler for ``call_method`` nodes (``x.view(...)``) of these names."""
+
+    def decorate(handler: H) -> H:
+        for name in names:
+            METHODS[name] = handler
+        return handler
+
+    return decorate
+
+
+def module(*types: type) -> Callable[[H], H]:
+    """Register a handler for ``call_module`` nodes of these module classes."""
+
+    def decorate(handler: H) -> H:
+        for cls in types:
+            MODULES[cls] = handler
+        return handler
+
+    return decorate
+
+
+def aten(*names: str) -> Callable[[H], H]:
+    """Register a handler for ATen ops: ``"conv2d"`` (every overload) or ``"add.Tensor"``."""
+
+    def decorate(handler: H) -> H:
+        for name in names:
+            ATEN[name] = handler
+        return handler
+
+    return decorate
+
+
+def lookup(node: torch.fx.Node, module: Any = None) -> Handler | None:
+    """The handler for an FX node, or ``None`` when the IR has no op for it."""
+    _ensure_loaded()
+    target = node.target
+    if node.op == "call_module":
+        for cls in type(module).__mro__:
+            if cls in MODULES:
+                return MODULES[cls]
+        return None
+    if node.op == "call_method":
+        name = str(target)
+        found = METHODS.get(name)
+        if found is None and name.endswith("_") and not name.endswith("__"):
+            found = METHODS.get(name[:-1])  # x.add_(y): the functional op, rebound after
+        return found
+    if node.op != "call_function":
+        return None
+    if isinstance(target, torch._ops.OpOverload):
+        packet = target.overloadpacket.__name__
+        found = ATEN.get(f"{packet}.{target._overloadname}") or ATEN.get(packet)
+        if found is None and packet.endswith("_") and not packet.startswith("_"):
+            found = ATEN.get(packet[:-1])
+        return found
+    try:
+        found = FUNCTIONS.get(target)
+    except TypeError:  # unhashable target
+        found = None
+    if found is None:
+        # dynamo may record Tensor methods as functions: torch.Tensor.view(x, ...)
+        method_name = getattr(target, "__name__", None)
+        if isinstance(method_name, str) and getattr(torch.Tensor, method_name, None) is target:
+            found = METHODS.get(method_name)
+    return found
+
+
+_HANDLER_MODULES = ("torch_ops", "indexing", "modules", "attention", "aten")
+
+
+def _ensure_loaded() -> None:
+    # The handler modules fill the tables when imported (by name: the package exports
+    # decorators called `aten` and `module`, which shadow the submodules).
+    import importlib
+
+    for name in _HANDLER_MODULES:
+        importlib.import_module(f"acekit_fx.handlers.{name}")

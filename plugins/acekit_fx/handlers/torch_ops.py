@@ -1,0 +1,989 @@
+"""Torch functions and Tensor methods: elementwise math, activations, layers, shapes.
+
+Each handler's signature mirrors the torch function it stands for, so that positional
+and keyword arguments bind as torch binds them. Python constants become attributes;
+``training`` flags that come from ``self.training`` are left out, so the op follows the
+generated module's train()/eval() mode (the model was traced in eval mode).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from acekit.ir import Value
+from acekit_fx.context import NodeContext, Unsupported
+from acekit_fx.handlers.registry import function, method
+
+# -- elementwise ---------------------------------------------------------------------------
+
+
+def _binary(op: str, *targets: Any, methods: tuple[str, ...] = ()) -> None:
+    def handler(cx: NodeContext, input: Any, other: Any) -> Value:
+        return cx.out(op, [cx.value(input), cx.value(other)])
+
+    handler.__name__ = f"convert_{op}"
+    function(*targets)(handler)
+    method(*methods)(handler)
+
+
+def _add_like(op: str, *targets: Any, methods: tuple[str, ...] = ()) -> None:
+    def handler(cx: NodeContext, input: Any, other: Any, alpha: Any = 1) -> Value:
+        alpha = cx.static(alpha, "alpha")
+        attrs = {} if alpha == 1 else {"alpha": float(alpha)}
+        return cx.out(op, [cx.value(input), cx.value(other)], attrs)
+
+    handler.__name__ = f"convert_{op}"
+    function(*targets)(handler)
+    method(*methods)(handler)
+
+
+_add_like("add", operator.add, operator.iadd, torch.add, methods=("add", "__add__"))
+_add_like(
+    "sub", operator.sub, operator.isub, torch.sub, torch.subtract, methods=("sub", "subtract")
+)
+_binary("mul", operator.mul, operator.imul, torch.mul, torch.multiply, methods=("mul", "multiply"))
+_binary("floor_divide", operator.floordiv, operator.ifloordiv, torch.floor_divide,
+        methods=("floor_divide",))  # fmt: skip
+_binary("remainder", operator.mod, torch.remainder, methods=("remainder",))
+_binary("pow", operator.pow, torch.pow, methods=("pow",))
+_binary("matmul", operator.matmul, torch.matmul, torch.bmm, torch.mm,
+        methods=("matmul", "bmm", "mm"))  # fmt: skip
+_binary("maximum", torch.maximum, methods=("maximum",))
+_binary("minimum", torch.minimum, methods=("minimum",))
+_binary("logical_and", torch.logical_and, methods=("logical_and",))
+_binary("logical_or", torch.logical_or, methods=("logical_or",))
+_binary("bitwise_and", operator.and_, torch.bitwise_and, methods=("bitwise_and", "__and__"))
+_binary("bitwise_or", operator.or_, torch.bitwise_or, methods=("bitwise_or", "__or__"))
+for _op, _targets in {
+    "eq": (operator.eq, torch.eq),
+    "ne": (operator.ne, torch.ne, torch.not_equal),
+    "lt": (operator.lt, torch.lt, torch.less),
+    "le": (operator.le, torch.le, torch.less_equal),
+    "gt": (operator.gt, torch.gt, torch.greater),
+    "ge": (operator.ge, torch.ge, torch.greater_equal),
+}.items():
+    _binary(_op, *_targets, methods=(_op,))
+
+
+@function(operator.truediv, operator.itruediv, torch.div, torch.divide, torch.true_divide)
+@method("div", "divide", "true_divide")
+def convert_div(cx: NodeContext, input: Any, other: Any, *, rounding_mode: Any = None) -> Value:
+    """``a / b`` and ``torch.div(a, b, rounding_mode=...)``."""
+    mode = cx.static(rounding_mode, "rounding_mode")
+    attrs = {} if mode is None else {"rounding_mode": mode}
+    return cx.out("div", [cx.value(input), cx.value(other)], attrs)
+
+
+def _unary(op: str, *targets: Any, methods: tuple[str, ...] = ()) -> None:
+    def handler(cx: NodeContext, input: Any, *args: Any, **kwargs: Any) -> Value:
+        if args or kwargs.get("out") is not None:
+            raise Unsupported(f"{op} takes one input here, got extra arguments {args}")
+        return cx.out(op, [cx.value(input)])
+
+    handler.__name__ = f"convert_{op}"
+    function(*targets)(handler)
+    method(*methods)(handler)
+
+
+_UNARY: dict[str, tuple[Any, ...]] = {
+    "neg": (operator.neg, torch.neg, torch.negative),
+    "abs": (abs, torch.abs, operator.abs),
+    "exp": (torch.exp,),
+    "log": (torch.log,),
+    "sqrt": (torch.sqrt,),
+    "rsqrt": (torch.rsqrt,),
+    "reciprocal": (torch.reciprocal,),
+    "erf": (torch.erf, torch.special.erf),
+    "sin": (torch.sin,),
+    "cos": (torch.cos,),
+    "floor": (torch.floor,),
+    "ceil": (torch.ceil,),
+    "logical_not": (torch.logical_not,),
+    "sigmoid": (torch.sigmoid, F.sigmoid, torch.special.expit),
+    "tanh": (torch.tanh, F.tanh),
+    "relu": (torch.relu, F.relu, torch.relu_, F.relu_),
+    "relu6": (F.relu6,),
+    "silu": (F.silu,),
+    "mish": (F.mish,),
+    "hardswish": (F.hardswish,),
+    "hardsigmoid": (F.hardsigmoid,),
+}
+for _name, _functions in _UNARY.items():
+    _unary(_name, *_functions, methods=(_name,))
+
+
+def _with_inplace(op: str, *targets: Any, **defaults: Any) -> None:
+    """Activations of the form ``F.op(input, <attrs...>, inplace=False)``."""
+    names = list(defaults)
+
+    def handler(
+        cx: NodeContext, input: Any, *args: Any, inplace: Any = False, **kwargs: Any
+    ) -> Value:
+        values = dict(defaults)
+        for name, arg in zip(names, args, strict=False):
+            values[name] = arg
+        if len(args) > len(names):
+            args[len(names)]
+        values.update(kwargs)
+        attrs = {name: cx.static(values[name], name) for name in names}
+        return cx.out(op, [cx.value(input)], attrs)
+
+    handler.__name__ = f"convert_{op}"
+    function(*targets)(handler)
+    method(op)(handler)
+
+
+_with_inplace("hardtanh", F.hardtanh, min_val=-1.0, max_val=1.0)
+_with_inplace("leaky_relu", F.leaky_relu, negative_slope=0.01)
+_with_inplace("elu", F.elu, alpha=1.0)
+
+
+@function(F.softplus)
+def convert_softplus(cx: NodeContext, input: Any, beta: Any = 1.0, threshold: Any = 20.0) -> Value:
+    """``F.softplus``."""
+    attrs = {
+        "beta": float(cx.static(beta, "beta")),
+        "threshold": float(cx.static(threshold, "threshold")),
+    }
+    return cx.out("softplus", [cx.value(input)], attrs)
+
+
+@function(F.gelu)
+@method("gelu")
+def convert_gelu(cx: NodeContext, input: Any, approximate: Any = "none") -> Value:
+    """``F.gelu``."""
+    return cx.out("gelu", [cx.value(input)], {"approximate": cx.static(approximate, "approximate")})
+
+
+@function(F.prelu, torch.prelu)
+def convert_prelu(cx: NodeContext, input: Any, weight: Any) -> Value:
+    """``F.prelu``."""
+    return cx.out("prelu", [cx.value(input), cx.value(weight)])
+
+
+@function(torch.clamp, torch.clip)
+@method("clamp", "clip")
+def convert_clamp(cx: NodeContext, input: Any, min: Any = None, max: Any = None) -> Value:
+    """``torch.clamp`` with constant bounds."""
+    low, high = cx.static(min, "min"), cx.static(max, "max")
+    attrs = {
+        "min": None if low is None else float(low),
+        "max": None if high is None else float(high),
+    }
+    return cx.out("clamp", [cx.value(input)], attrs)
+
+
+def implicit_softmax_dim(rank: int) -> int:
+    """The dim ``F.softmax(x)`` picks without one (deprecated, but old models rely on it)."""
+    return 0 if rank in (0, 1, 3) else 1
+
+
+def softmax_like(op: str) -> Any:
+    """A handler for ``softmax``/``log_softmax`` (implicit dim and dtype included)."""
+
+    def handler(
+        cx: NodeContext, input: Any, dim: Any = None, _stacklevel: Any = 3, dtype: Any = None
+    ) -> Value:
+        tensor = cx.value(input)
+        axis = cx.static(dim, "dim")
+        if axis is None:
+            rank = tensor.type.rank or 0
+            axis = implicit_softmax_dim(rank)
+        target_dtype = cx.static(dtype, "dtype")
+        if isinstance(target_dtype, torch.dtype):
+            tensor = cx.helper("to", [tensor], {"dtype": cx.dtype(target_dtype)}).output
+        return cx.out(op, [tensor], {"dim": int(axis)})
+
+    handler.__name__ = f"convert_{op}"
+    return handler
+
+
+function(F.softmax, torch.softmax)(softmax_like("softmax"))
+method("softmax")(softmax_like("softmax"))
+function(F.log_softmax, torch.log_softmax)(softmax_like("log_softmax"))
+method("log_softmax")(softmax_like("log_softmax"))
+
+
+@function(F.dropout, torch.dropout)
+def convert_dropout(
+    cx: NodeContext, input: Any, p: Any = 0.5, training: Any = True, inplace: Any = False
+) -> Value:
+    """``F.dropout``: its ``training`` came from ``self.training``, so it follows the mode."""
+    attrs: dict[str, Any] = {"p": float(cx.static(p, "p"))}
+    if cx.static(training, "training") is True:
+        # Traced in eval mode, so self.training was False: a True here is the user's own
+        # always-on dropout (Monte Carlo dropout) and stays fixed.
+        attrs["training"] = True
+    return cx.out("dropout", [cx.value(input)], attrs)
+
+
+def convert_stochastic_depth(
+    cx: NodeContext, input: Any, p: Any, mode: Any, training: Any = True
+) -> Value:
+    """``torchvision.ops.stochastic_depth``: like dropout, it follows the module's mode."""
+    attrs = {"p": float(cx.static(p, "p")), "mode": str(cx.static(mode, "mode"))}
+    return cx.out("stochastic_depth", [cx.value(input)], attrs)
+
+
+try:  # torchvision is optional: register its wrapped function only when it is there
+    from torchvision.ops.stochastic_depth import stochastic_depth as _tv_stochastic_depth
+except ImportError:  # pragma: no cover - torchvision is a dev dependency
+    pass
+else:
+    function(_tv_stochastic_depth)(convert_stochastic_depth)
+
+
+# -- layers --------------------------------------------------------------------------------
+
+
+@function(F.linear)
+def convert_linear(cx: NodeContext, input: Any, weight: Any, bias: Any = None) -> Value:
+    """``F.linear``."""
+    inputs = [cx.value(input), cx.value(weight)]
+    if bias is not None:
+        inputs.append(cx.value(bias))
+    return cx.out("linear", inputs)
+
+
+def conv_attrs(
+    cx: NodeContext, rank: int, stride: Any, padding: Any, dilation: Any, groups: Any
+) -> dict[str, Any]:
+    """Normalised convolution attributes (ints become tuples of the conv's rank)."""
+    pad = cx.static(padding, "padding")
+    return {
+        "stride": cx.ints(stride, "stride", length=rank),
+        "padding": pad if isinstance(pad, str) else cx.ints(pad, "padding", length=rank),
+        "dilation": cx.ints(dilation, "dilation", length=rank),
+        "groups": int(cx.static(groups, "groups")),
+    }
+
+
+def _conv(op: str, rank: int, *targets: Any) -> None:
+    def handler(
+        cx: NodeContext,
+        input: Any,
+        weight: Any,
+        bias: Any = None,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: Any = 1,
+    ) -> Value:
+        inputs = [cx.value(input), cx.value(weight)]
+        if bias is not None:
+            inputs.append(cx.value(bias))
+        return cx.out(op, inputs, conv_attrs(cx, rank, stride, padding, dilation, groups))
+
+    handler.__name__ = f"convert_{op}"
+    function(*targets)(handler)
+
+
+_conv("conv1d", 1, F.conv1d)
+_conv("conv2d", 2, F.conv2d)
+_conv("conv3d", 3, F.conv3d)
+
+
+def _conv_transpose(op: str, rank: int, *targets: Any) -> None:
+    def handler(
+        cx: NodeContext,
+        input: Any,
+        weight: Any,
+        bias: Any = None,
+        stride: Any = 1,
+        padding: Any = 0,
+        output_padding: Any = 0,
+        groups: Any = 1,
+        dilation: Any = 1,
+    ) -> Value:
+        inputs = [cx.value(input), cx.value(weight)]
+        if bias is not None:
+            inputs.append(cx.value(bias))
+        attrs = {
+            "stride": cx.ints(stride, "stride", length=rank),
+            "padding": cx.ints(padding, "padding", length=rank),
+            "output_padding": cx.ints(output_padding, "output_padding", length=rank),
+            "groups": int(cx.static(groups, "groups")),
+            "dilation": cx.ints(dilation, "dilation", length=rank),
+        }
+        return cx.out(op, inputs, attrs)
+
+    handler.__name__ = f"convert_{op}"
+    function(*targets)(handler)
+
+
+_conv_transpose("conv_transpose1d", 1, F.conv_transpose1d)
+_conv_transpose("conv_transpose2d", 2, F.conv_transpose2d)
+
+
+@function(F.embedding)
+def convert_embedding(
+    cx: NodeContext,
+    input: Any,
+    weight: Any,
+    padding_idx: Any = None,
+    max_norm: Any = None,
+    norm_type: Any = 2.0,
+    scale_grad_by_freq: Any = False,
+    sparse: Any = False,
+) -> Value:
+    """``F.embedding``."""
+    if max_norm is not None:
+        raise Unsupported("embedding with max_norm renormalises its weight in place")
+    attrs = {
+        "padding_idx": cx.static(padding_idx, "padding_idx"),
+        "scale_grad_by_freq": bool(cx.static(scale_grad_by_freq, "scale_grad_by_freq")),
+        "sparse": bool(cx.static(sparse, "sparse")),
+    }
+    return cx.out("embedding", [cx.value(input), cx.value(weight)], attrs)
+
+
+@function(F.batch_norm)
+def convert_batch_norm(
+    cx: NodeContext,
+    input: Any,
+    running_mean: Any,
+    running_var: Any,
+    weight: Any = None,
+    bias: Any = None,
+    training: Any = False,
+    momentum: Any = 0.1,
+    eps: Any = 1e-5,
+) -> Value:
+    """``F.batch_norm`` (argument order differs from the IR's, which follows nn.BatchNorm)."""
+    return batch_norm_node(cx, input, weight, bias, running_mean, running_var, None, momentum, eps)
+
+
+def batch_norm_node(
+    cx: NodeContext,
+    input: Any,
+    weight: Any,
+    bias: Any,
+    running_mean: Any,
+    running_var: Any,
+    num_batches_tracked: Any,
+    momentum: Any,
+    eps: Any,
+) -> Value:
+    """A ``batch_norm`` node; absent weight/bias/statistics become ``None`` constants."""
+    inputs = [
+        cx.value(input),
+        *(
+            cx.none() if t is None else cx.value(t)
+            for t in (weight, bias, running_mean, running_var)
+        ),
+    ]
+    if num_batches_tracked is not None:
+        inputs.append(cx.value(num_batches_tracked))
+    mom = cx.static(momentum, "momentum")
+    attrs = {"eps": float(cx.static(eps, "eps")), "momentum": None if mom is None else float(mom)}
+    return cx.out("batch_norm", inputs, attrs)
+
+
+@function(F.layer_norm, torch.layer_norm)
+def convert_layer_norm(
+    cx: NodeContext,
+    input: Any,
+    normalized_shape: Any,
+    weight: Any = None,
+    bias: Any = None,
+    eps: Any = 1e-5,
+    cudnn_enable: Any = True,
+) -> Value:
+    """``F.layer_norm``."""
+    inputs = [cx.value(input)]
+    if weight is not None:
+        inputs.append(cx.value(weight))
+        if bias is not None:
+            inputs.append(cx.value(bias))
+    elif bias is not None:
+        inputs += [cx.none(), cx.value(bias)]
+    attrs = {
+        "normalized_shape": cx.ints(normalized_shape, "normalized_shape"),
+        "eps": float(cx.static(eps, "eps")),
+    }
+    return cx.out("layer_norm", inputs, attrs)
+
+
+@function(F.group_norm, torch.group_norm)
+def convert_group_norm(
+    cx: NodeContext,
+    input: Any,
+    num_groups: Any,
+    weight: Any = None,
+    bias: Any = None,
+    eps: Any = 1e-5,
+    cudnn_enabled: Any = True,
+) -> Value:
+    """``F.group_norm``."""
+    inputs = [cx.value(input)]
+    if weight is not None:
+        inputs.append(cx.value(weight))
+        if bias is not None:
+            inputs.append(cx.value(bias))
+    elif bias is not None:
+        inputs += [cx.none(), cx.value(bias)]
+    attrs = {
+        "num_groups": int(cx.static(num_groups, "num_groups")),
+        "eps": float(cx.static(eps, "eps")),
+    }
+    return cx.out("group_norm", inputs, attrs)
+
+
+@function(F.normalize)
+def convert_normalize(
+    cx: NodeContext, input: Any, p: Any = 2.0, dim: Any = 1, eps: Any = 1e-12, out: Any = None
+) -> Value:
+    """``F.normalize``."""
+    attrs = {
+        "p": float(cx.static(p, "p")),
+        "dim": int(cx.static(dim, "dim")),
+        "eps": float(cx.static(eps, "eps")),
+    }
+    return cx.out("normalize", [cx.value(input)], attrs)
+
+
+@function(torch.linalg.vector_norm)
+def convert_vector_norm(
+    cx: NodeContext,
+    input: Any,
+    ord: Any = 2,
+    dim: Any = None,
+    keepdim: Any = False,
+    *,
+    dtype: Any = None,
+) -> Value:
+    """``torch.linalg.vector_norm``."""
+    axis = cx.static(dim, "dim")
+    attrs = {
+        "p": float(cx.static(ord, "ord")),
+        "dim": tuple(axis) if isinstance(axis, list) else axis,
+        "keepdim": bool(cx.static(keepdim, "keepdim")),
+    }
+    return cx.out("norm", [cx.value(input)], attrs)
+
+
+# -- reductions ------------------------------------------------------------------------------
+
+
+def _reduction(op: str, *targets: Any) -> None:
+    def handler(
+        cx: NodeContext, input: Any, dim: Any = None, keepdim: Any = False, *, dtype: Any = None
+    ) -> Value:
+        tensor = cx.value(input)
+        if cx.static(dtype, "dtype") is not None:
+            tensor = cx.helper(
+                "to", [tensor], {"dtype": cx.dtype(cx.static(dtype, "dtype"))}
+            ).output
+        axis = cx.static(dim, "dim")
+        attrs = {
+            "dim": tuple(axis) if isinstance(axis, list) else axis,
+            "keepdim": bool(cx.static(keepdim, "keepdim")),
+        }
+        return cx.out(op, [tensor], attrs)
+
+    handler.__name__ = f"convert_{op}"
+    function(*targets)(handler)
+    method(op)(handler)
+
+
+_reduction("mean", torch.mean)
+_reduction("sum", torch.sum)
+_reduction("amax", torch.amax)
+_reduction("amin", torch.amin)
+
+
+@function(torch.argmax)
+@method("argmax")
+def convert_argmax(cx: NodeContext, input: Any, dim: Any = None, keepdim: Any = False) -> Value:
+    """``torch.argmax``."""
+    attrs = {"dim": cx.static(dim, "dim"), "keepdim": bool(cx.static(keepdim, "keepdim"))}
+    return cx.out("argmax", [cx.value(input)], attrs)
+
+
+@function(torch.cumsum)
+@method("cumsum")
+def convert_cumsum(cx: NodeContext, input: Any, dim: Any, *, dtype: Any = None) -> Value:
+    """``torch.cumsum``."""
+    tensor = cx.value(input)
+    if cx.static(dtype, "dtype") is not None:
+        tensor = cx.helper("to", [tensor], {"dtype": cx.dtype(cx.static(dtype, "dtype"))}).output
+    return cx.out("cumsum", [tensor], {"dim": int(cx.static(dim, "dim"))})
+
+
+# -- pooling and resampling ----------------------------------------------------------------
+
+
+def pool_attrs(
+    cx: NodeContext, rank: int, kernel_size: Any, stride: Any, padding: Any, ceil_mode: Any
+) -> dict[str, Any]:
+    """Normalised pooling attributes; an empty/None stride means the kernel size."""
+    kernel = cx.ints(kernel_size, "kernel_size", length=rank)
+    steps = cx.static(stride, "stride")
+    return {
+        "kernel_size": kernel,
+        "stride": kernel if steps in (None, [], ()) else cx.ints(steps, "stride", length=rank),
+        "padding": cx.ints(padding, "padding", length=rank),
+        "ceil_mode": bool(cx.static(ceil_mode, "ceil_mode")),
+    }
+
+
+def _max_pool(op: str, rank: int, *targets: Any) -> None:
+    def handler(
+        cx: NodeContext,
+        input: Any,
+        kernel_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        dilation: Any = 1,
+        ceil_mode: Any = False,
+        return_indices: Any = False,
+    ) -> Value:
+        if cx.static(return_indices, "return_indices"):
+            raise Unsupported("max pooling that returns indices")
+        attrs = pool_attrs(cx, rank, kernel_size, stride, padding, ceil_mode)
+        attrs["dilation"] = cx.ints(dilation, "dilation", length=rank)
+        return cx.out(op, [cx.value(input)], attrs)
+
+    handler.__name__ = f"convert_{op}"
+    function(*targets)(handler)
+
+
+_max_pool("max_pool1d", 1, F.max_pool1d, torch.max_pool1d)
+_max_pool("max_pool2d", 2, F.max_pool2d, torch.max_pool2d)
+
+
+@function(F.avg_pool1d, torch.avg_pool1d)
+def convert_avg_pool1d(
+    cx: NodeContext,
+    input: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    ceil_mode: Any = False,
+    count_include_pad: Any = True,
+) -> Value:
+    """``F.avg_pool1d``."""
+    attrs = pool_attrs(cx, 1, kernel_size, stride, padding, ceil_mode)
+    attrs["count_include_pad"] = bool(cx.static(count_include_pad, "count_include_pad"))
+    return cx.out("avg_pool1d", [cx.value(input)], attrs)
+
+
+@function(F.avg_pool2d)
+def convert_avg_pool2d(
+    cx: NodeContext,
+    input: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    ceil_mode: Any = False,
+    count_include_pad: Any = True,
+    divisor_override: Any = None,
+) -> Value:
+    """``F.avg_pool2d``."""
+    attrs = pool_attrs(cx, 2, kernel_size, stride, padding, ceil_mode)
+    attrs["count_include_pad"] = bool(cx.static(count_include_pad, "count_include_pad"))
+    attrs["divisor_override"] = cx.static(divisor_override, "divisor_override")
+    return cx.out("avg_pool2d", [cx.value(input)], attrs)
+
+
+def _adaptive(op: str, *targets: Any) -> None:
+    def handler(
+        cx: NodeContext, input: Any, output_size: Any, return_indices: Any = False
+    ) -> Value:
+        if cx.static(return_indices, "return_indices"):
+            raise Unsupported("adaptive max pooling that returns indices")
+        size = cx.static(output_size, "output_size")
+        size = tuple(size) if isinstance(size, list | tuple) else size
+        if op == "adaptive_avg_pool1d":
+            size = cx.ints(size, "output_size")
+        return cx.out(op, [cx.value(input)], {"output_size": size})
+
+    handler.__name__ = f"convert_{op}"
+    function(*targets)(handler)
+
+
+_adaptive("adaptive_avg_pool1d", F.adaptive_avg_pool1d, torch.adaptive_avg_pool1d)
+_adaptive("adaptive_avg_pool2d", F.adaptive_avg_pool2d)
+_adaptive("adaptive_max_pool2d", F.adaptive_max_pool2d)
+
+
+@function(F.interpolate, F.upsample)
+def convert_interpolate(
+    cx: NodeContext,
+    input: Any,
+    size: Any = None,
+    scale_factor: Any = None,
+    mode: Any = "nearest",
+    align_corners: Any = None,
+    recompute_scale_factor: Any = None,
+    antialias: Any = False,
+) -> Value:
+    """``F.interpolate``."""
+    sizes = cx.static(size, "size")
+    scale = cx.static(scale_factor, "scale_factor")
+    attrs = {
+        "size": None if sizes is None else cx.ints(sizes, "size"),
+        "scale_factor": tuple(scale) if isinstance(scale, list) else scale,
+        "mode": str(cx.static(mode, "mode")),
+        "align_corners": cx.static(align_corners, "align_corners"),
+        "recompute_scale_factor": cx.static(recompute_scale_factor, "recompute_scale_factor"),
+        "antialias": bool(cx.static(antialias, "antialias")),
+    }
+    return cx.out("interpolate", [cx.value(input)], attrs)
+
+
+@function(F.pad, torch.constant_pad_nd)
+def convert_pad(
+    cx: NodeContext, input: Any, pad: Any, mode: Any = "constant", value: Any = None
+) -> Value:
+    """``F.pad``."""
+    if isinstance(mode, int | float) and not isinstance(mode, bool):  # constant_pad_nd(x, pad, v)
+        mode, value = "constant", mode
+    fill = cx.static(value, "value")
+    attrs = {
+        "pad": cx.ints(pad, "pad"),
+        "mode": str(cx.static(mode, "mode")),
+        "value": None if fill is None else float(fill),
+    }
+    return cx.out("pad", [cx.value(input)], attrs)
+
+
+# -- shapes ----------------------------------------------------------------------------------
+
+
+def _varargs(items: tuple[Any, ...]) -> Any:
+    """``x.view(2, 3)`` and ``x.view((2, 3))`` alike: the list of sizes."""
+    if len(items) == 1 and (isinstance(items[0], list | tuple | torch.Size | Value)):
+        return items[0]
+    return items
+
+
+@function(torch.reshape)
+def convert_reshape_function(cx: NodeContext, input: Any, shape: Any) -> Value:
+    """``torch.reshape``."""
+    return reshape_node(cx, input, shape)
+
+
+@method("reshape", "view")
+def convert_reshape_method(cx: NodeContext, input: Any, *shape: Any) -> Value:
+    """``x.reshape(...)`` / ``x.view(...)`` (a dtype view is not supported)."""
+    if len(shape) == 1 and isinstance(shape[0], torch.dtype):
+        raise Unsupported("Tensor.view(dtype) reinterprets bits")
+    return reshape_node(cx, input, _varargs(shape))
+
+
+def reshape_node(cx: NodeContext, input: Any, shape: Any) -> Value:
+    """A ``reshape`` node with a static shape attribute or a computed shape input."""
+    attr, extra = cx.sized(shape, "shape")
+    if extra is not None:
+        return cx.out("reshape", [cx.value(input), extra])
+    return cx.out("reshape", [cx.value(input)], {"shape": attr})
+
+
+@method("view_as", "reshape_as")
+def convert_view_as(cx: NodeContext, input: Any, other: Any) -> Value:
+    """``x.view_as(y)``: the shape of ``y``, read in the graph."""
+    shape = cx.helper("shape", [cx.value(other)]).output
+    return cx.out("reshape", [cx.value(input), shape])
+
+
+def sized_node(op: str, param: str) -> Any:
+    """A handler for ``expand``/``repeat``-like methods taking sizes as varargs."""
+
+    def handler(cx: NodeContext, input: Any, *sizes: Any) -> Value:
+        attr, extra = cx.sized(_varargs(sizes), param)
+        if extra is not None:
+            return cx.out(op, [cx.value(input), extra])
+        return cx.out(op, [cx.value(input)], {param: attr})
+
+    handler.__name__ = f"convert_{op}"
+    return handler
+
+
+method("expand")(sized_node("expand", "size"))
+method("repeat")(sized_node("repeat", "repeats"))
+
+
+@function(torch.broadcast_to)
+def convert_broadcast_to(cx: NodeContext, input: Any, size: Any) -> Value:
+    """``torch.broadcast_to``: an ``expand``."""
+    return sized_node("expand", "size")(cx, input, size)
+
+
+@method("expand_as")
+def convert_expand_as(cx: NodeContext, input: Any, other: Any) -> Value:
+    """``x.expand_as(y)``: ``expand`` to the shape of ``y``, read in the graph."""
+    shape = cx.helper("shape", [cx.value(other)]).output
+    return cx.out("expand", [cx.value(input), shape])
+
+
+@function(torch.flatten)
+@method("flatten")
+def convert_flatten(cx: NodeContext, input: Any, start_dim: Any = 0, end_dim: Any = -1) -> Value:
+    """``torch.flatten``."""
+    attrs = {
+        "start_dim": int(cx.static(start_dim, "start_dim")),
+        "end_dim": int(cx.static(end_dim, "end_dim")),
+    }
+    return cx.out("flatten", [cx.value(input)], attrs)
+
+
+@function(torch.unflatten)
+@method("unflatten")
+def convert_unflatten(cx: NodeContext, input: Any, dim: Any, sizes: Any) -> Value:
+    """``torch.unflatten``."""
+    attrs = {"dim": int(cx.static(dim, "dim")), "sizes": cx.ints(sizes, "sizes")}
+    return cx.out("unflatten", [cx.value(input)], attrs)
+
+
+@function(torch.permute)
+def convert_permute_function(cx: NodeContext, input: Any, dims: Any) -> Value:
+    """``torch.permute``."""
+    return cx.out("permute", [cx.value(input)], {"dims": cx.ints(dims, "dims")})
+
+
+@method("permute")
+def convert_permute_method(cx: NodeContext, input: Any, *dims: Any) -> Value:
+    """``x.permute(...)``."""
+    return cx.out("permute", [cx.value(input)], {"dims": cx.ints(_varargs(dims), "dims")})
+
+
+@function(torch.transpose, torch.swapaxes, torch.swapdims)
+@method("transpose", "swapaxes", "swapdims")
+def convert_transpose(cx: NodeContext, input: Any, dim0: Any, dim1: Any) -> Value:
+    """``torch.transpose`` (and its aliases)."""
+    attrs = {"dim0": int(cx.static(dim0, "dim0")), "dim1": int(cx.static(dim1, "dim1"))}
+    return cx.out("transpose", [cx.value(input)], attrs)
+
+
+@function(torch.t)
+@method("t")
+def convert_t(cx: NodeContext, input: Any) -> Value:
+    """``x.t()``: a transpose of a matrix (a vector stays as it is)."""
+    tensor = cx.value(input)
+    if tensor.type.rank is not None and tensor.type.rank < 2:
+        return cx.out("identity", [tensor])
+    return cx.out("transpose", [tensor], {"dim0": 0, "dim1": 1})
+
+
+@method("contiguous")
+def convert_contiguous(cx: NodeContext, input: Any, memory_format: Any = None) -> Value:
+    """``x.contiguous()``."""
+    return cx.out("contiguous", [cx.value(input)])
+
+
+@function(torch.clone)
+@method("clone")
+def convert_clone(cx: NodeContext, input: Any, *, memory_format: Any = None) -> Value:
+    """``x.clone()``: the same values, an ``identity``."""
+    return cx.out("identity", [cx.value(input)])
+
+
+@function(torch.detach)
+@method("detach")
+def convert_detach(cx: NodeContext, input: Any) -> Value:
+    """``x.detach()``."""
+    return cx.out("detach", [cx.value(input)])
+
+
+@function(torch.unsqueeze)
+@method("unsqueeze")
+def convert_unsqueeze(cx: NodeContext, input: Any, dim: Any) -> Value:
+    """``torch.unsqueeze``."""
+    return cx.out("unsqueeze", [cx.value(input)], {"dim": int(cx.static(dim, "dim"))})
+
+
+@function(torch.squeeze)
+@method("squeeze")
+def convert_squeeze(cx: NodeContext, input: Any, dim: Any = None) -> Value:
+    """``torch.squeeze``."""
+    axis = cx.static(dim, "dim")
+    return cx.out(
+        "squeeze", [cx.value(input)], {"dim": tuple(axis) if isinstance(axis, list) else axis}
+    )
+
+
+@function(torch.roll)
+@method("roll")
+def convert_roll(cx: NodeContext, input: Any, shifts: Any, dims: Any = None) -> Value:
+    """``torch.roll``."""
+    attrs = {
+        "shifts": cx.ints(shifts, "shifts"),
+        "dims": None if dims is None else cx.ints(dims, "dims"),
+    }
+    return cx.out("roll", [cx.value(input)], attrs)
+
+
+@function(torch.flip)
+@method("flip")
+def convert_flip(cx: NodeContext, input: Any, *dims: Any) -> Value:
+    """``torch.flip``."""
+    return cx.out("flip", [cx.value(input)], {"dims": cx.ints(_varargs(dims), "dims")})
+
+
+def multi_output(
+    cx: NodeContext, op: str, inputs: list[Value], attrs: dict[str, Any]
+) -> tuple[Value, ...]:
+    """A node with one output per piece of the concrete result (chunk, split, unbind)."""
+    count = len(cx.result)
+    node = cx.emit(op, inputs, attrs, num_outputs=count)
+    return node.outputs
+
+
+@function(torch.chunk)
+@method("chunk")
+def convert_chunk(cx: NodeContext, input: Any, chunks: Any, dim: Any = 0) -> tuple[Value, ...]:
+    """``torch.chunk``: one output per chunk."""
+    attrs = {"chunks": int(cx.static(chunks, "chunks")), "dim": int(cx.static(dim, "dim"))}
+    return multi_output(cx, "chunk", [cx.value(input)], attrs)
+
+
+@function(torch.split)
+@method("split")
+def convert_split(
+    cx: NodeContext, input: Any, split_size_or_sections: Any, dim: Any = 0
+) -> tuple[Value, ...]:
+    """``torch.split``: one output per piece."""
+    size = cx.static(split_size_or_sections, "split_size")
+    attrs = {
+        "split_size": tuple(size) if isinstance(size, list) else size,
+        "dim": int(cx.static(dim, "dim")),
+    }
+    return multi_output(cx, "split", [cx.value(input)], attrs)
+
+
+@function(torch.unbind)
+@method("unbind")
+def convert_unbind(cx: NodeContext, input: Any, dim: Any = 0) -> tuple[Value, ...]:
+    """``torch.unbind``: one output per slice."""
+    return multi_output(cx, "unbind", [cx.value(input)], {"dim": int(cx.static(dim, "dim"))})
+
+
+@function(torch.cat, torch.concat, torch.concatenate)
+def convert_cat(cx: NodeContext, tensors: Any, dim: Any = 0, *, axis: Any = None) -> Value:
+    """``torch.cat``."""
+    axis_ = cx.static(axis if axis is not None else dim, "dim")
+    return cx.out("cat", [cx.tensor(t) for t in tensors], {"dim": int(axis_)})
+
+
+@function(torch.stack)
+def convert_stack(cx: NodeContext, tensors: Any, dim: Any = 0) -> Value:
+    """``torch.stack``."""
+    return cx.out("stack", [cx.tensor(t) for t in tensors], {"dim": int(cx.static(dim, "dim"))})
+
+
+@function(torch.where)
+def convert_where(cx: NodeContext, condition: Any, input: Any = None, other: Any = None) -> Value:
+    """``torch.where(condition, input, other)`` (the one-argument form is data-dependent)."""
+    if input is None or other is None:
+        raise Unsupported("torch.where(condition) has a data-dependent shape")
+    return cx.out("where", [cx.value(condition), cx.value(input), cx.value(other)])
+
+
+@function(torch.masked_fill)
+@method("masked_fill")
+def convert_masked_fill(cx: NodeContext, input: Any, mask: Any, value: Any) -> Value:
+    """``x.masked_fill(mask, value)``."""
+    if isinstance(value, Value):
+        return cx.out("masked_fill", [cx.value(input), cx.value(mask), value])
+    fill = cx.static(value, "value")
+    return cx.out("masked_fill", [cx.value(input), cx.value(mask)], {"value": float(fill)})
+
+
+@function(torch.gather)
+@method("gather")
+def convert_gather(
+    cx: NodeContext, input: Any, dim: Any, index: Any, *, sparse_grad: Any = False
+) -> Value:
+    """``torch.gather``: ``gather_elements`` in the IR (``gather`` reads shapes)."""
+    return cx.out(
+        "gather_elements", [cx.value(input), cx.value(index)], {"dim": int(cx.static(dim, "dim"))}
+    )
+
+
+@function(torch.index_select)
+@method("index_select")
+def convert_index_select(cx: NodeContext, input: Any, dim: Any, index: Any) -> Value:
+    """``torch.index_select``."""
+    return cx.out(
+        "index_select", [cx.value(input), cx.value(index)], {"dim": int(cx.static(dim, "dim"))}
+    )
+
+
+@function(torch.einsum)
+def convert_einsum(cx: NodeContext, equation: Any, *operands: Any) -> Value:
+    """``torch.einsum``."""
+    tensors = _varargs(operands)
+    return cx.out(
+        "einsum",
+        [cx.tensor(t) for t in tensors],
+        {"equation": str(cx.static(equation, "equation"))},
+    )
+
+
+# -- dtypes and constants --------------------------------------------------------------------
+
+
+@method(
+    "to",
+    "type",
+    "float",
+    "double",
+    "half",
+    "bfloat16",
+    "int",
+    "long",
+    "short",
+    "bool",
+    "byte",
+    "type_as",
+)
+def convert_to(cx: NodeContext, input: Any, *args: Any, **kwargs: Any) -> Any:
+    """Casts: a ``to`` node when the dtype changes; device moves leave the value as it is."""
+    tensor = cx.value(input)
+    result = cx.result
+    if not isinstance(result, torch.Tensor):
+        raise Unsupported("Tensor.type() without a dtype returns a string")
+    if tensor.type.dtype == result.dtype:
+        return tensor
+    return cx.out("to", [tensor], {"dtype": cx.dtype(result.dtype)})
+
+
+def like_factory(fill: float | None) -> Any:
+    """A handler for ``zeros_like``/``ones_like``/``full_like``: a ``full_like`` node."""
+
+    def handler(cx: NodeContext, input: Any, *args: Any, dtype: Any = None, **kwargs: Any) -> Value:
+        value = (
+            fill
+            if fill is not None
+            else cx.static(args[0] if args else kwargs["fill_value"], "fill_value")
+        )
+        target = cx.static(dtype, "dtype")
+        attrs = {
+            "fill_value": float(value),
+            "dtype": cx.dtype(target) if target is not None else None,
+        }
+        return cx.out("full_like", [cx.value(input)], attrs)
+
+    return handler
+
+
+function(torch.zeros_like)(like_factory(0.0))
+function(torch.ones_like)(like_factory(1.0))
+function(torch.full_like)(like_factory(None))
+
+
+@method("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor")
+def convert_new_tensor(cx: NodeContext, input: Any, *args: Any, **kwargs: Any) -> Any:
+    """``x.new_zeros(size)``: a constant when the size is known (only dtype/device are read)."""
+    from acekit_fx.values import ConstTensor, is_dynamic
+
+    if is_dynamic((args, kwargs)):
+        raise Unsupported("a size computed by the graph")
+    from acekit_fx.naming import sanitize
+
+    return ConstTensor(cx.result, sanitize(cx.fx_node.name), cx.subgraph, cx.location)

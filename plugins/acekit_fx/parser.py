@@ -1,0 +1,150 @@
+"""The ``fx`` parser: ``nn.Module`` -> Graph through torch.fx (torch.export as fallback)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.fx
+from torch.export import ExportedProgram
+
+from acekit.api import ExampleInputsError, check_example_inputs
+from acekit.ir import Graph
+from acekit.logging import get_logger
+from acekit_fx.context import NodeContext
+from acekit_fx.converter import Converter
+from acekit_fx.dynamo import is_dynamo_graph, parse_dynamo_graph
+from acekit_fx.errors import TraceFailedError
+from acekit_fx.export import convert_program, export_quietly, parse_exported_program
+from acekit_fx.frontend import encode_outputs, finish, stack_scope
+from acekit_fx.naming import sanitize
+from acekit_fx.tracing import TraceFailure, symbolic_trace
+from acekit_fx.values import type_of
+
+log = get_logger(__name__)
+
+
+class FxParser:
+    """Parses models with ``torch.fx.symbolic_trace``.
+
+    Also takes a dynamo GraphModule (what a ``torch.compile`` backend receives, with
+    its example inputs) and a ``torch.export.ExportedProgram``. ``leaf_modules`` are
+    module classes the tracer must not look into (captured with torch.export instead);
+    with ``fallback_to_export`` a model symbolic tracing cannot capture is parsed through
+    ``torch.export``.
+    """
+
+    name = "fx"
+    summary = (
+        "torch.fx symbolic tracing (torch.export as fallback); also dynamo graphs and "
+        "torch.export programs"
+    )
+
+    def __init__(
+        self, *, leaf_modules: Sequence[type] = (), fallback_to_export: bool = True
+    ) -> None:
+        self.leaf_modules = tuple(leaf_modules)
+        self.fallback_to_export = fallback_to_export
+
+    def parse(self, model: Any, example_inputs: tuple[Any, ...]) -> Graph:
+        """Parse ``model`` (module, dynamo GraphModule or ExportedProgram) into a Graph."""
+        if isinstance(model, ExportedProgram):
+            return parse_exported_program(model, example_inputs or None)
+        if isinstance(model, torch.fx.GraphModule) and is_dynamo_graph(model):
+            return parse_dynamo_graph(model, example_inputs)
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"the fx parser takes a torch.nn.Module, got {type(model).__name__}")
+        return self.parse_module(model, example_inputs)
+
+    def parse_graph_module(
+        self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any], *, name: str | None = None
+    ) -> Graph:
+        """Parse the GraphModule a ``torch.compile`` backend receives."""
+        return parse_dynamo_graph(gm, example_inputs, name=name)
+
+    def parse_exported_program(
+        self,
+        program: ExportedProgram,
+        example_inputs: Sequence[Any] | None = None,
+        *,
+        name: str | None = None,
+    ) -> Graph:
+        """Parse a ``torch.export.ExportedProgram``."""
+        return parse_exported_program(program, example_inputs, name=name)
+
+    def parse_module(self, model: torch.nn.Module, example_inputs: Sequence[Any]) -> Graph:
+        """Trace ``model`` in eval mode on ``example_inputs`` and convert it.
+
+        The model's own train()/eval() state is restored afterwards, and its tensors are
+        copied into the graph: the model is never modified.
+        """
+        inputs = check_example_inputs(model, tuple(example_inputs))
+        model_name = type(model).__name__
+        log.info(f"Starting to parse the model: '{model_name}'", model=model_name)
+        with _eval_mode(model):
+            traced = symbolic_trace(model, len(inputs), self.leaf_modules)
+            if isinstance(traced, TraceFailure):
+                return self._fallback(model, inputs, traced)
+            graph = Graph(model_name)
+            converter = Converter(graph, model_name)
+            converter.owner = traced
+            # Clones: an in-place op at the start of forward must not change the user's tensors.
+            examples = [x.clone() for x in inputs]
+
+            def bind(cx: NodeContext, node: torch.fx.Node, example: Any) -> Any:
+                value = graph.add_input(sanitize(node.name), type_of(example), subgraph=model_name)
+                cx.final = value.producer
+                return value
+
+            output = converter.run(traced, examples, bind_placeholder=bind, scope=stack_scope)
+            leaves, structure = encode_outputs(output)
+            return finish(graph, converter, model_name, leaves, structure)
+
+    def _fallback(
+        self, model: torch.nn.Module, inputs: tuple[Any, ...], failure: TraceFailure
+    ) -> Graph:
+        model_name = type(model).__name__
+        module = "/".join([model_name, *[p for p in failure.module_path.split(".") if p]])
+        if not self.fallback_to_export:
+            raise TraceFailedError(model_name, module, failure.location, failure.reason)
+        try:
+            program = export_quietly(model, inputs)
+        except Exception as error:
+            lines = str(error).strip().splitlines()
+            reason = f"{type(error).__name__}: {lines[0] if lines else ''}"
+            raise TraceFailedError(
+                model_name, module, failure.location, failure.reason, reason
+            ) from failure.error
+        log.info(
+            f"torch.fx cannot trace '{module}' ({failure.reason}); parsing it through "
+            "torch.export instead",
+            model=model_name,
+            location=failure.location,
+        )
+        graph = Graph(model_name)
+        converter = Converter(graph, model_name)
+        leaves, structure = convert_program(converter, program, inputs, graph_inputs=True)
+        return finish(graph, converter, model_name, leaves, structure)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Parse in eval mode; every submodule gets its own mode back afterwards."""
+    modes = [(module, module.training) for module in model.modules()]
+    if model.training:
+        log.info(
+            f"The model '{type(model).__name__}' is in training mode: parsing it in eval "
+            "mode (its own mode is restored afterwards)",
+            model=type(model).__name__,
+        )
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+__all__ = ["ExampleInputsError", "FxParser"]

@@ -1,0 +1,86 @@
+"""Symbolic tracing with module scopes and stack traces, and what to say when it fails."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import torch
+import torch.fx
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+
+
+@attrs.frozen
+class TraceFailure:
+    """Where symbolic tracing stopped: the module being traced, the user's line, why."""
+
+    module_path: str
+    location: str | None
+    reason: str
+    error: BaseException
+
+
+class _Tracer(torch.fx.Tracer):
+    """``torch.fx.Tracer`` recording stack traces, with extra leaf module types."""
+
+    def __init__(self, leaf_modules: Sequence[type]) -> None:
+        super().__init__()
+        self.record_stack_traces = True
+        self._extra_leaves = tuple(leaf_modules)
+
+    def is_leaf_module(self, m: torch.nn.Module, module_qualified_name: str) -> bool:
+        if self._extra_leaves and isinstance(m, self._extra_leaves):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def symbolic_trace(
+    model: torch.nn.Module, num_inputs: int, leaf_modules: Sequence[type] = ()
+) -> torch.fx.GraphModule | TraceFailure:
+    """Trace ``model`` called with ``num_inputs`` positional inputs.
+
+    Parameters of ``forward`` beyond those get their default values (``concrete_args``).
+    Returns the GraphModule, or a :class:`TraceFailure` saying where tracing stopped.
+    """
+    tracer = _Tracer(leaf_modules)
+    concrete_args = _defaults_beyond(model, num_inputs)
+    try:
+        graph = tracer.trace(model, concrete_args=concrete_args or None)
+    except Exception as error:
+        return _failure(model, error)
+    return torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def _defaults_beyond(model: torch.nn.Module, num_inputs: int) -> dict[str, Any]:
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p for p in params if p.kind in kinds]
+    extra = positional[num_inputs:] + [
+        p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    return {p.name: p.default for p in extra if p.default is not inspect.Parameter.empty}
+
+
+def _failure(model: torch.nn.Module, error: BaseException) -> TraceFailure:
+    """The module whose ``forward`` raised and the user's line, from the traceback."""
+    names = {id(module): name for name, module in model.named_modules()}
+    module_path = ""
+    location = None
+    frames = list(traceback.walk_tb(error.__traceback__))
+    for frame, line in frames:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, torch.nn.Module) and id(owner) in names:
+            module_path = names[id(owner)]
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_TORCH_DIR):
+            location = f"{filename}:{line}"
+    reason = f"{type(error).__name__}: {error}".strip()
+    return TraceFailure(module_path, location, reason.splitlines()[0], error)
