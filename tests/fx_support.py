@@ -6,10 +6,10 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import acekit_fx
 import pytest
 import torch
 
+import acekit_fx
 from acekit.plugin import get_plugin_manager
 
 

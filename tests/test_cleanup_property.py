@@ -29,6 +29,7 @@ class Lambda(nn.Module):
         self.fn = fn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``fn(x)``."""
         return self.fn(x)
 
 
@@ -77,6 +78,7 @@ class ScaledShift(nn.Module):
         self.register_buffer("offset", torch.randn(CHANNELS, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scale by a trainable and shift by a buffer, both through arithmetic."""
         return x * (self.scale * 2) + (self.offset + 1)
 
 
@@ -92,6 +94,7 @@ class LinearBatchNorm(nn.Module):
         self.up = nn.Linear(8, features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Through the bottleneck and back to ``x``'s shape."""
         return self.up(self.bn(self.down(x.flatten(1)))).view(x.shape)
 
 
@@ -120,6 +123,7 @@ class Residual(nn.Module):
         self.body = body
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + body(x)``."""
         return x + self.body(x)
 
 

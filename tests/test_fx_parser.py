@@ -7,16 +7,16 @@ import inspect
 import warnings
 from typing import Any
 
-import acekit_fx
 import pytest
 import torch
 import torch.nn.functional as F
-from acekit_fx import FxParser, TraceFailedError, UnsupportedOpsError
 from torch import nn
 
 import acekit
+import acekit_fx
 from acekit.api import ExampleInputsError, ParseError
 from acekit.ir import Graph, Node
+from acekit_fx import FxParser, TraceFailedError, UnsupportedOpsError
 from tests.fx_support import assert_matches, fx_registered, messages, parse_log
 
 __all__ = ["fx_registered", "parse_log"]  # fixtures used by name

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from acekit_fx import FxParser
 from torch import nn
 
 from acekit.ir import Graph, OpSchema, TensorType, load_graph, save_graph
@@ -22,6 +21,7 @@ from acekit.runtime import (
     unregister_kernel,
 )
 from acekit.runtime.kernels import KERNELS
+from acekit_fx import FxParser
 from tests.fx_support import assert_matches, max_diff
 
 

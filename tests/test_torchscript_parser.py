@@ -16,6 +16,11 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
+
+from acekit.ir import Graph
+from acekit.passes import Pipeline
+from acekit.plugin import PluginManager, Registry
 from acekit_torchscript import (
     ModelRaisedError,
     TorchScriptFileError,
@@ -24,11 +29,6 @@ from acekit_torchscript import (
     acekit_choose_parser,
     parse_torchscript,
 )
-from torch import nn
-
-from acekit.ir import Graph
-from acekit.passes import Pipeline
-from acekit.plugin import PluginManager, Registry
 
 # TorchScript warns that it is deprecated on every trace and script.
 pytestmark = pytest.mark.filterwarnings(
@@ -478,9 +478,8 @@ def test_shape_checks_become_asserts() -> None:
 def test_plugin_registers_and_chooses_the_parser(
     cnn: tuple[nn.Module, torch.Tensor], tmp_path: Path
 ) -> None:
-    import acekit_torchscript
-
     import acekit
+    import acekit_torchscript
 
     model, x = cnn
     manager = PluginManager(Registry())

@@ -10,10 +10,10 @@ import warnings
 
 import pytest
 import torch
-from acekit_fx import FxParser
 from torch import nn
 
 from acekit.ir import Graph
+from acekit_fx import FxParser
 from tests.fx_support import assert_matches
 
 torchvision = pytest.importorskip("torchvision")
