@@ -187,9 +187,9 @@ def inline_call(
     result = _nest(leaves, structure)
     if isinstance(result, Value) and result.producer is not None:
         producer = result.producer
-        wanted = parent.ir_name(fx_node, producer.op)
-        if len(producer.outputs) == 1 and not parent.graph.has_node(wanted):
-            parent.graph.rename(producer, wanted)
+        if producer.name.startswith(child.prefix + "_") and len(producer.outputs) == 1:
+            # The last inlined node stands for the call: it takes the call's name.
+            parent.graph.rename(producer, parent.graph.unique_name(sanitize(fx_node.name)))
         cx.final = producer
     return result
 

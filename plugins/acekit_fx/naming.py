@@ -44,7 +44,8 @@ def source_location(stack_trace: str | None) -> str | None:
 
 def sanitize(name: str) -> str:
     """A node name made of letters, digits and ``_`` (what FX names already are)."""
-    return _IDENTIFIER_RE.sub("_", name).strip("_") or "node"
+    cleaned = _IDENTIFIER_RE.sub("_", name).strip("_") or "node"
+    return f"_{cleaned}" if cleaned[0].isdigit() else cleaned
 
 
 def generic_base(node: torch.fx.Node) -> str | None:

@@ -69,6 +69,10 @@ class Builder:
         self.emitted: list[Node] = []
         self._tensors: dict[int, TensorEntry] = {}
         self._counters: dict[str, int] = {}
+        # Constant tensors written once per value: keyed by identity and version (an
+        # in-place op on a constant makes a new version), holding the tensor so the
+        # identity cannot be reused.
+        self._constants: dict[tuple[int, int], tuple[torch.Tensor, Value]] = {}
 
     def subgraph(self, path: Sequence[str]) -> str:
         """``RootClass/a/b`` for the module at attribute path ``("a", "b")``."""
@@ -119,8 +123,14 @@ class Builder:
         """A ``constant`` node holding ``held``: a tensor (by ref) or a Python value."""
         subgraph = self.subgraph(site.module_path)
         if isinstance(held, torch.Tensor):
+            key = (id(held), held._version)
+            known = self._constants.get(key)
+            if known is not None and known[1].producer is not None:
+                return known[1]
             ref = self._free_ref(f"constant_{_identifier(site.source_name)}")
-            return self._tensor_constant(ref, held, subgraph, site.source_name, site.location())
+            value = self._tensor_constant(ref, held, subgraph, site.source_name, site.location())
+            self._constants[key] = (held, value)
+            return value
         node = self.graph.add_node(
             "constant",
             attrs={"value": held},
