@@ -445,8 +445,8 @@ def test_unsupported_ops_are_all_listed_at_once(convert: Convert) -> None:
     with pytest.raises(UnsupportedOpsError) as caught:
         parse_torchscript(convert(Unsupported(), x), (x,))
     error = caught.value
-    assert error.kinds == ["aten::atan2", "aten::logcumsumexp"]
-    assert [op.kind for op in error.ops] == ["aten::atan2", "aten::atan2", "aten::logcumsumexp"]
+    assert error.op_names == ["aten::atan2", "aten::logcumsumexp"]
+    assert [op.op for op in error.ops] == ["aten::atan2", "aten::atan2", "aten::logcumsumexp"]
     here = Path(__file__).name
     first = line_of(Unsupported.forward, "a = torch.atan2")
     assert error.ops[0].location == f"{__file__}:{first}" or error.ops[0].location.endswith(
@@ -455,7 +455,7 @@ def test_unsupported_ops_are_all_listed_at_once(convert: Convert) -> None:
     assert all(op.subgraph == "Unsupported" for op in error.ops)
     message = str(error)
     assert "aten::atan2 (2 nodes), aten::logcumsumexp" in message
-    assert f"{here}:{first}" in message and "node %" in message
+    assert f"{here}:{first}" in message and "node '%" in message
 
 
 @CONVERTERS

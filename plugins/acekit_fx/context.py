@@ -9,8 +9,9 @@ import torch
 import torch.fx
 
 from acekit.ir import Node, TensorType, Value, dtype_name
+from acekit.parsing import type_of
 from acekit.runtime import get_kernel
-from acekit_fx.values import ConstTensor, type_of
+from acekit_fx.values import ConstTensor
 
 if TYPE_CHECKING:
     from acekit_fx.converter import Converter

@@ -18,8 +18,9 @@ import torch
 import torch.fx
 
 from acekit.api import ParseError
-from acekit.ir import Graph, TensorType, Value
+from acekit.ir import Graph, Value
 from acekit.logging import get_logger
+from acekit.parsing import ModelRaisedError, add_tensor_constant, free_ref
 from acekit_fx.context import NodeContext, Unsupported
 from acekit_fx.errors import UnsupportedOp
 from acekit_fx.handlers import lookup
@@ -51,10 +52,6 @@ _RANDOM_NAMES = frozenset(
 _INPLACE_FUNCTIONS = frozenset(
     {"iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "iand", "ior"}
 )
-
-
-class ModelRaisedError(ParseError):
-    """The model raised an exception while running on the example inputs."""
 
 
 class Converter:
@@ -180,26 +177,18 @@ class Converter:
     def _constant_tensor(
         self, ref: str, tensor: torch.Tensor, subgraph: str, source: str, location: str | None
     ) -> Value:
-        self.graph.tensors[ref] = tensor
-        node = self.graph.add_node(
-            "constant",
-            [],
-            {"ref": ref},
+        return add_tensor_constant(
+            self.graph,
+            ref,
+            tensor,
             name=sanitize(ref),
             subgraph=subgraph,
             source_name=source,
-            source_location=location,
-            types=[TensorType.of(tensor)],
+            location=location,
         )
-        return node.output
 
     def _free_ref(self, ref: str) -> str:
-        if ref not in self.graph.tensors:
-            return ref
-        for i in itertools.count(1):
-            if f"{ref}_{i}" not in self.graph.tensors:
-                return f"{ref}_{i}"
-        raise AssertionError("unreachable")
+        return free_ref(self.graph, ref)
 
     # -- the walk ------------------------------------------------------------------------
 

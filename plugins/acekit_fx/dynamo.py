@@ -17,11 +17,12 @@ import torch.fx
 
 from acekit.ir import Graph
 from acekit.logging import get_logger
+from acekit.parsing import type_of
 from acekit_fx.context import NodeContext
 from acekit_fx.converter import Converter
 from acekit_fx.frontend import encode_outputs, finish, normalise_module_path, stack_scope
 from acekit_fx.naming import sanitize
-from acekit_fx.values import ConstTensor, type_of
+from acekit_fx.values import ConstTensor
 
 log = get_logger(__name__)
 

@@ -1,57 +1,14 @@
-"""The errors the FX parser raises, each naming what the user has to look at."""
+"""The errors the FX parser raises, each naming what the user has to look at.
+
+``UnsupportedOpsError`` and ``ModelRaisedError`` are every parser's (:mod:`acekit.parsing`).
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
-
-import attrs
-
 from acekit.api import ParseError
+from acekit.parsing import ModelRaisedError, UnsupportedOp, UnsupportedOpsError
 
-
-@attrs.frozen
-class UnsupportedOp:
-    """One FX node the IR cannot express, with where it comes from."""
-
-    #: The op as the user wrote it: ``torch.fft.fft``, ``Tensor.scatter_``, ``nn.LSTM``.
-    op: str
-    #: The FX node's name.
-    node: str
-    #: The subgraph path of the module the node belongs to.
-    subgraph: str
-    #: ``file:line`` of the user's source, when known.
-    location: str | None
-    #: Why it cannot be converted, when more is known than "no such IR op".
-    reason: str = ""
-
-    def describe(self) -> str:
-        """One line: op, node, module path, source line and reason."""
-        where = f" at {self.location}" if self.location else ""
-        why = f": {self.reason}" if self.reason else ""
-        return f"{self.op} (node '{self.node}', in '{self.subgraph}'{where}){why}"
-
-
-class UnsupportedOpsError(ParseError):
-    """The model uses ops the IR does not know; ``ops`` lists every one found in one go."""
-
-    def __init__(self, model_name: str, ops: Sequence[UnsupportedOp]) -> None:
-        self.model_name = model_name
-        self.ops = tuple(ops)
-        counts = Counter(op.op for op in self.ops)
-        summary = ", ".join(
-            f"{name} ({count} nodes)" if count > 1 else name for name, count in counts.items()
-        )
-        lines = [f"- {op.describe()}" for op in self.ops]
-        super().__init__(
-            f"model {model_name!r} uses {len(counts)} op(s) the IR does not support: "
-            f"{summary}\n" + "\n".join(lines)
-        )
-
-    @property
-    def op_names(self) -> list[str]:
-        """The distinct unsupported ops, in the order first met."""
-        return list(dict.fromkeys(op.op for op in self.ops))
+__all__ = ["ModelRaisedError", "TraceFailedError", "UnsupportedOp", "UnsupportedOpsError"]
 
 
 class TraceFailedError(ParseError):

@@ -21,11 +21,12 @@ from torch.export.graph_signature import InputKind, OutputKind
 
 from acekit.ir import Graph
 from acekit.logging import get_logger
+from acekit.parsing import type_of
 from acekit_fx.context import NodeContext, Unsupported
 from acekit_fx.converter import Converter
 from acekit_fx.frontend import encode_outputs, finish, stack_scope, structure_from_spec
 from acekit_fx.naming import sanitize
-from acekit_fx.values import ConstTensor, type_of
+from acekit_fx.values import ConstTensor
 
 log = get_logger(__name__)
 

@@ -9,10 +9,10 @@ import torch
 import torch.fx
 import torch.utils._pytree as pytree
 
+from acekit import parsing
 from acekit.ir import Graph, Value
 from acekit_fx.context import NodeContext
 from acekit_fx.converter import Converter
-from acekit_fx.errors import UnsupportedOpsError
 from acekit_fx.handlers.modules import is_torch_leaf
 from acekit_fx.values import POISON, ConstTensor
 
@@ -60,23 +60,9 @@ def normalise_module_path(path: str) -> str:
 
 def encode_outputs(bound: Any) -> tuple[list[Any], Any]:
     """Flat result leaves and the ``structure`` attribute that nests them again."""
-    leaves: list[Any] = []
-
-    def encode(item: Any) -> Any:
-        if isinstance(item, Value | ConstTensor) or item is POISON:
-            leaves.append(item)
-            return len(leaves) - 1
-        if isinstance(item, tuple | list):
-            kind = "list" if isinstance(item, list) else "tuple"
-            return (kind, tuple(encode(i) for i in item))
-        if isinstance(item, dict):
-            return ("dict", tuple((str(k), encode(v)) for k, v in item.items()))
-        return ("const", item)
-
-    structure = encode(bound)
-    if structure == 0:
-        structure = None  # one result, returned as it is
-    return leaves, structure
+    return parsing.encode_outputs(
+        bound, lambda item: isinstance(item, Value | ConstTensor) or item is POISON
+    )
 
 
 def structure_from_spec(spec: pytree.TreeSpec, counter: list[int]) -> Any:
@@ -108,7 +94,7 @@ def finish(
 ) -> Graph:
     """Raise for unsupported ops; else set the outputs and verify the graph."""
     if converter.unsupported:
-        raise UnsupportedOpsError(model_name, converter.unsupported)
+        raise parsing.UnsupportedOpsError(model_name, converter.unsupported)
     values: list[Value] = []
     consts: dict[int, Any] = {}
     for leaf in leaves:
@@ -116,8 +102,4 @@ def finish(
             leaf = converter.materialise(leaf, consts)
         assert isinstance(leaf, Value), f"unexpected output {leaf!r}"
         values.append(leaf)
-    node = graph.set_outputs(values)
-    if structure is not None:
-        node.attrs["structure"] = structure
-    graph.verify()
-    return graph
+    return parsing.set_outputs(graph, values, structure)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -13,6 +12,7 @@ from torch.export import ExportedProgram
 from acekit.api import ExampleInputsError, check_example_inputs
 from acekit.ir import Graph
 from acekit.logging import get_logger
+from acekit.parsing import eval_mode, type_of
 from acekit_fx.context import NodeContext
 from acekit_fx.converter import Converter
 from acekit_fx.dynamo import is_dynamo_graph, parse_dynamo_graph
@@ -21,7 +21,6 @@ from acekit_fx.export import convert_program, export_quietly, parse_exported_pro
 from acekit_fx.frontend import encode_outputs, finish, stack_scope
 from acekit_fx.naming import sanitize
 from acekit_fx.tracing import TraceFailure, symbolic_trace
-from acekit_fx.values import type_of
 
 log = get_logger(__name__)
 
@@ -83,7 +82,7 @@ class FxParser:
         inputs = check_example_inputs(model, tuple(example_inputs))
         model_name = type(model).__name__
         log.info(f"Starting to parse the model: '{model_name}'", model=model_name)
-        with _eval_mode(model):
+        with eval_mode(model, model_name):
             traced = symbolic_trace(model, len(inputs), self.leaf_modules)
             if isinstance(traced, TraceFailure):
                 return self._fallback(model, inputs, traced)
@@ -127,24 +126,6 @@ class FxParser:
         converter = Converter(graph, model_name)
         leaves, structure = convert_program(converter, program, inputs, graph_inputs=True)
         return finish(graph, converter, model_name, leaves, structure)
-
-
-@contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Parse in eval mode; every submodule gets its own mode back afterwards."""
-    modes = [(module, module.training) for module in model.modules()]
-    if model.training:
-        log.info(
-            f"The model '{type(model).__name__}' is in training mode: parsing it in eval "
-            "mode (its own mode is restored afterwards)",
-            model=type(model).__name__,
-        )
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 __all__ = ["ExampleInputsError", "FxParser"]

@@ -1,4 +1,4 @@
-"""What an FX node stands for while it is being converted, and the IR types of values.
+"""What an FX node stands for while it is being converted.
 
 An FX node is *bound* to one of: an IR :class:`~acekit.ir.Value` (a tensor, or a shape
 value such as ``x.shape``), a python constant (``224``, ``torch.float32``), a
@@ -15,7 +15,7 @@ from typing import Any, Final
 import attrs
 import torch
 
-from acekit.ir import TensorType, Value
+from acekit.ir import Value
 
 
 @attrs.define(eq=False)
@@ -36,23 +36,6 @@ class _Poison:
 
 #: Bound to nodes that could not be converted (an unsupported op or one of its readers).
 POISON: Final = _Poison()
-
-
-def type_of(obj: Any) -> TensorType:
-    """The IR type of a concrete value: tensors, and the python scalars shapes are made of."""
-    if isinstance(obj, torch.Tensor):
-        return TensorType.of(obj)
-    if isinstance(obj, bool):
-        return TensorType(torch.bool, ())
-    if isinstance(obj, int):
-        return TensorType(torch.int64, ())
-    if isinstance(obj, float):
-        return TensorType(torch.get_default_dtype(), ())
-    if isinstance(obj, tuple | list) and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in obj
-    ):
-        return TensorType(torch.int64, (len(obj),))
-    return TensorType()
 
 
 def walk(obj: Any) -> list[Any]:

@@ -8,9 +8,9 @@ from typing import Any
 import attrs
 import torch
 
-from acekit.ir import Graph, Node, TensorType, Value
+from acekit.ir import Graph, Node, Value
+from acekit.parsing import UnsupportedOp, add_tensor_constant, free_ref, type_of
 from acekit_torchscript.entries import ScalarEntry, TensorEntry, resolve
-from acekit_torchscript.errors import UnsupportedOp
 from acekit_torchscript.locations import locate
 
 
@@ -32,23 +32,6 @@ class Site:
     def location(self) -> str | None:
         """``file:line`` of the user's source for this node, when known."""
         return locate(self.node, self.call_sites)
-
-
-def type_of(example: Any) -> TensorType:
-    """The IR type of an example value: tensors, and the Python numbers shapes are made of."""
-    if isinstance(example, torch.Tensor):
-        return TensorType.of(example)
-    if isinstance(example, bool):
-        return TensorType(torch.bool, ())
-    if isinstance(example, int):
-        return TensorType(torch.int64, ())
-    if isinstance(example, float):
-        return TensorType(torch.get_default_dtype(), ())
-    if isinstance(example, tuple | list) and all(
-        isinstance(item, int) and not isinstance(item, bool) for item in example
-    ):
-        return TensorType(torch.int64, (len(example),))
-    return TensorType()
 
 
 class Builder:
@@ -236,7 +219,7 @@ class Builder:
         """Record a node the IR cannot express; parsing goes on to find all of them."""
         self.unsupported.append(
             UnsupportedOp(
-                kind=kind or str(site.node.kind()),
+                op=kind or str(site.node.kind()),
                 node=f"%{site.source_name}" if site.node.outputsSize() else site.source_name,
                 subgraph=self.subgraph(site.module_path),
                 location=site.location(),
@@ -247,25 +230,18 @@ class Builder:
     def _tensor_constant(
         self, ref: str, tensor: torch.Tensor, subgraph: str, source: str, location: str | None
     ) -> Value:
-        self.graph.tensors[ref] = tensor.detach().clone()
-        node = self.graph.add_node(
-            "constant",
-            attrs={"ref": ref},
+        return add_tensor_constant(
+            self.graph,
+            ref,
+            tensor.detach().clone(),
             name=_identifier(ref),
             subgraph=subgraph,
             source_name=source,
-            source_location=location,
-            types=[TensorType.of(tensor)],
+            location=location,
         )
-        return node.output
 
     def _free_ref(self, ref: str) -> str:
-        if ref not in self.graph.tensors:
-            return ref
-        index = 1
-        while f"{ref}_{index}" in self.graph.tensors:
-            index += 1
-        return f"{ref}_{index}"
+        return free_ref(self.graph, ref)
 
 
 def _whole_shape(items: Sequence[Any]) -> ScalarEntry | None:

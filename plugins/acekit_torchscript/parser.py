@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 
 from acekit.ir import Graph, Value
 from acekit.logging import get_logger
+from acekit.parsing import encode_outputs, eval_mode, set_outputs, type_of
 from acekit_torchscript.aten import CONVERTERS
-from acekit_torchscript.context import Builder, Site, type_of
+from acekit_torchscript.context import Builder, Site
 from acekit_torchscript.convert import convert_same_name
 from acekit_torchscript.entries import ModuleEntry, ScalarEntry, TensorEntry, resolve
 from acekit_torchscript.errors import UnsupportedOpsError
@@ -69,17 +69,15 @@ def parse_torchscript(
     # Clones: an in-place op at the start of forward must not change the user's tensors.
     entries = _input_entries(graph, root_name, arguments, tuple(_clone(x) for x in inputs))
     walker = Walker(builder, ModelState.of(module), CONVERTERS, LEAF_MODULES, convert_same_name)
-    with _eval_mode(module), torch.no_grad():
+    with eval_mode(module, root_name), torch.no_grad():
         result = walker.call_method(ModuleEntry((), module._c), "forward", entries, ())
     if builder.unsupported:
         raise UnsupportedOpsError(root_name, builder.unsupported)
-    leaves, structure = _encode_outputs(result)
+    leaves, structure = encode_outputs(
+        result, lambda item: isinstance(item, TensorEntry | ScalarEntry | torch.Tensor), resolve
+    )
     site = Site(method.graph.return_node(), ())
-    values = [builder.value(leaf, site) for leaf in leaves]
-    node = graph.set_outputs(values)
-    if structure is not None:
-        node.attrs["structure"] = structure
-    graph.verify()
+    set_outputs(graph, [builder.value(leaf, site) for leaf in leaves], structure)
     for ir_node in builder.emitted:
         if ir_node.graph is graph:
             log.debug(
@@ -92,24 +90,6 @@ def parse_torchscript(
 
 def _clone(value: Any) -> Any:
     return value.clone() if isinstance(value, torch.Tensor) else value
-
-
-@contextlib.contextmanager
-def _eval_mode(module: torch.jit.ScriptModule) -> Iterator[None]:
-    """Parse in eval mode, like the fx parser; every submodule gets its mode back."""
-    modes = [(sub, sub.training) for sub in module.modules()]
-    if module.training:
-        log.info(
-            f"The model '{module.original_name}' is in training mode: parsing it in eval mode "
-            "(its own mode is restored afterwards)",
-            model=str(module.original_name),
-        )
-    module.eval()
-    try:
-        yield
-    finally:
-        for sub, training in modes:
-            sub.training = training
 
 
 def _input_entries(
@@ -136,23 +116,3 @@ def _input_entries(
             # Non-tensor inputs are fixed at their example value, like fx concrete_args.
             entries.append(example)
     return entries
-
-
-def _encode_outputs(result: Any) -> tuple[list[Any], Any]:
-    """The flat leaves of what forward returns, and the ``structure`` nesting them."""
-    leaves: list[Any] = []
-
-    def encode(item: Any) -> Any:
-        item = resolve(item)
-        if isinstance(item, TensorEntry | ScalarEntry | torch.Tensor):
-            leaves.append(item)
-            return len(leaves) - 1
-        if isinstance(item, tuple | list):
-            kind = "list" if isinstance(item, list) else "tuple"
-            return (kind, tuple(encode(i) for i in item))
-        if isinstance(item, dict):
-            return ("dict", tuple((str(k), encode(v)) for k, v in item.items()))
-        return ("const", item)
-
-    structure = encode(result)
-    return leaves, (None if structure == 0 else structure)

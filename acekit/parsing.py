@@ -1,0 +1,204 @@
+"""What every parser plugin shares: its errors, value types, outputs and eval mode.
+
+The kernel knows no parser; parser plugins (``acekit_fx``, ``acekit_torchscript``, a
+third party's) import these so that they report errors, type values, write constant
+tensors and encode outputs the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import attrs
+import torch
+
+from acekit.api import ParseError
+from acekit.ir import Graph, TensorType, Value
+from acekit.logging import get_logger
+
+log = get_logger(__name__)
+
+__all__ = [
+    "ModelRaisedError",
+    "UnsupportedOp",
+    "UnsupportedOpsError",
+    "add_tensor_constant",
+    "encode_outputs",
+    "eval_mode",
+    "free_ref",
+    "set_outputs",
+    "type_of",
+]
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class UnsupportedOp:
+    """One node of the source model the IR cannot express, with where it comes from."""
+
+    #: The op as the source names it: ``Tensor.scatter``, ``nn.LSTM``, ``aten::atan2``.
+    op: str
+    #: The node as the source representation names it (``scatter``, ``%x.3``).
+    node: str
+    #: The subgraph path of the module the node belongs to.
+    subgraph: str
+    #: ``file:line`` of the user's source, when known.
+    location: str | None
+    #: Why it cannot be converted, when more is known than "no such IR op".
+    reason: str = ""
+
+    def describe(self) -> str:
+        """One line: op, node, module path, source line and reason."""
+        where = f" at {self.location}" if self.location else ""
+        why = f": {self.reason}" if self.reason else ""
+        return f"{self.op} (node '{self.node}', in '{self.subgraph}'{where}){why}"
+
+
+class UnsupportedOpsError(ParseError):
+    """The model uses ops the IR does not know; ``ops`` lists every one found in one go."""
+
+    def __init__(self, model_name: str, ops: Sequence[UnsupportedOp]) -> None:
+        self.model_name = model_name
+        self.ops = tuple(ops)
+        counts = Counter(op.op for op in self.ops)
+        summary = ", ".join(
+            f"{name} ({count} nodes)" if count > 1 else name for name, count in counts.items()
+        )
+        lines = [f"- {op.describe()}" for op in self.ops]
+        super().__init__(
+            f"model {model_name!r} uses {len(counts)} op(s) the IR does not support: "
+            f"{summary}\n" + "\n".join(lines)
+        )
+
+    @property
+    def op_names(self) -> list[str]:
+        """The distinct unsupported ops, in the order first met."""
+        return list(dict.fromkeys(op.op for op in self.ops))
+
+
+class ModelRaisedError(ParseError):
+    """The model raised an exception while running on the example inputs."""
+
+
+# -- values and nodes -----------------------------------------------------------------------------
+
+
+def type_of(example: Any) -> TensorType:
+    """The IR type of an example value: tensors, and the Python numbers shapes are made of."""
+    if isinstance(example, torch.Tensor):
+        return TensorType.of(example)
+    if isinstance(example, bool):
+        return TensorType(torch.bool, ())
+    if isinstance(example, int):
+        return TensorType(torch.int64, ())
+    if isinstance(example, float):
+        return TensorType(torch.get_default_dtype(), ())
+    if isinstance(example, tuple | list) and all(
+        isinstance(item, int) and not isinstance(item, bool) for item in example
+    ):
+        return TensorType(torch.int64, (len(example),))
+    return TensorType()
+
+
+def free_ref(graph: Graph, ref: str) -> str:
+    """``ref``, or ``ref_1``, ``ref_2`` ...: the first name ``graph.tensors`` does not hold."""
+    if ref not in graph.tensors:
+        return ref
+    for index in itertools.count(1):
+        if f"{ref}_{index}" not in graph.tensors:
+            return f"{ref}_{index}"
+    raise AssertionError("unreachable")
+
+
+def add_tensor_constant(
+    graph: Graph,
+    ref: str,
+    tensor: torch.Tensor,
+    *,
+    name: str,
+    subgraph: str,
+    source_name: str,
+    location: str | None,
+) -> Value:
+    """A ``constant`` node holding ``tensor`` (stored as it is under ``graph.tensors[ref]``)."""
+    graph.tensors[ref] = tensor
+    node = graph.add_node(
+        "constant",
+        [],
+        {"ref": ref},
+        name=name,
+        subgraph=subgraph,
+        source_name=source_name,
+        source_location=location,
+        types=[TensorType.of(tensor)],
+    )
+    return node.output
+
+
+# -- outputs --------------------------------------------------------------------------------------
+
+
+def encode_outputs(
+    result: Any,
+    is_leaf: Callable[[Any], bool],
+    resolve: Callable[[Any], Any] = lambda item: item,
+) -> tuple[list[Any], Any]:
+    """The flat leaves of what ``forward`` returned, and the ``structure`` nesting them.
+
+    ``is_leaf`` says which items are results (tensors); every item is passed through
+    ``resolve`` first. Tuples, lists and dicts nest; anything else is a ``("const", item)``.
+    The structure is ``None`` for a single result returned as it is.
+    """
+    leaves: list[Any] = []
+
+    def encode(item: Any) -> Any:
+        item = resolve(item)
+        if is_leaf(item):
+            leaves.append(item)
+            return len(leaves) - 1
+        if isinstance(item, tuple | list):
+            kind = "list" if isinstance(item, list) else "tuple"
+            return (kind, tuple(encode(i) for i in item))
+        if isinstance(item, dict):
+            return ("dict", tuple((str(k), encode(v)) for k, v in item.items()))
+        return ("const", item)
+
+    structure = encode(result)
+    return leaves, (None if structure == 0 else structure)
+
+
+def set_outputs(graph: Graph, values: Sequence[Value], structure: Any) -> Graph:
+    """Write the ``output`` node (with its ``structure``) and verify the graph."""
+    node = graph.set_outputs(list(values))
+    if structure is not None:
+        node.attrs["structure"] = structure
+    graph.verify()
+    return graph
+
+
+# -- the model's mode -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module, name: str) -> Iterator[None]:
+    """Parse in eval mode, saying so when the model is training; every submodule gets
+    its own mode back afterwards."""
+    modes = [(module, module.training) for module in model.modules()]
+    if model.training:
+        log.info(
+            f"The model '{name}' is in training mode: parsing it in eval mode "
+            "(its own mode is restored afterwards)",
+            model=name,
+        )
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
