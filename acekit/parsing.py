@@ -31,6 +31,7 @@ __all__ = [
     "eval_mode",
     "free_ref",
     "set_outputs",
+    "shape_source",
     "type_of",
 ]
 
@@ -139,6 +140,26 @@ def add_tensor_constant(
         types=[TensorType.of(tensor)],
     )
     return node.output
+
+
+def shape_source(value: Value) -> Value | None:
+    """The tensor a number or shape computed by the graph was read from (through
+    ``shape``, ``numel`` or ``dim``, the first found going up), or ``None``.
+
+    A tensor made from a computed size (a ``full``) takes that tensor's device.
+    """
+    pending = [value]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop(0)
+        node = current.producer
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op in ("shape", "numel", "dim") and node.inputs:
+            return node.inputs[0]
+        pending.extend(v for v in node.inputs if v is not None)
+    return None
 
 
 # -- outputs --------------------------------------------------------------------------------------

@@ -180,6 +180,13 @@ _ACTIVATIONS = [
     _unary("log_softmax", dim=INT),
     _unary("dropout", p=FLOAT, training=BOOL, inplace=BOOL),
     _unary(
+        "dropout2d",
+        p=FLOAT,
+        training=BOOL,
+        inplace=BOOL,
+        doc="F.dropout2d (aten feature_dropout): zeros whole channels input[n, c] in training.",
+    ),
+    _unary(
         "stochastic_depth",
         p=FLOAT,
         mode=STR,
@@ -344,6 +351,22 @@ _SHAPE = [
         ("input", "src"),
         {"dim": INT, "start": INT, "end": INT, "step": INT},
         doc="A copy of input with input[start:end:step] along dim replaced by src.",
+    ),
+    OpSchema(
+        "select_scatter",
+        ("input", "src"),
+        {"dim": AttrSpec("int", required=True), "index": AttrSpec("int", required=True)},
+        doc="A copy of input with input.select(dim, index) replaced by src.",
+    ),
+    OpSchema(
+        "full",
+        ("size", "like"),
+        {"size": INTS, "fill_value": AttrSpec("float", required=True), "dtype": DTYPE},
+        optional_inputs=2,
+        doc="A new tensor of shape size filled with fill_value (torch.full, zeros, ones, "
+        "new_full). size is an attribute, or a pack input when computed; like, a tensor "
+        "whose device (and, without dtype, dtype) the result takes, so the graph runs on "
+        "the device it is moved to.",
     ),
     _unary(
         "full_like",

@@ -328,6 +328,14 @@ def dropout(
     return F.dropout(input, p, training)
 
 
+@register_kernel("dropout2d", uses_training=True)
+def dropout2d(
+    input: Tensor, *, p: float = 0.5, training: bool = False, inplace: bool = False
+) -> Tensor:
+    """``F.dropout2d`` (channel-wise dropout, whatever the rank); never in place."""
+    return torch.feature_dropout(input, p, training)
+
+
 @register_kernel("stochastic_depth", uses_training=True)
 def stochastic_depth(
     input: Tensor, *, p: float = 0.0, mode: str = "row", training: bool = False
@@ -731,6 +739,33 @@ def slice_scatter(
 ) -> Tensor:
     """``torch.slice_scatter``."""
     return torch.slice_scatter(input, src, dim, start, end, step)
+
+
+@register_kernel("select_scatter")
+def select_scatter(input: Tensor, src: Tensor, *, dim: int, index: int) -> Tensor:
+    """``torch.select_scatter``."""
+    return torch.select_scatter(input, src, dim, index)
+
+
+@register_kernel("full")
+def full(
+    size_input: Any = None,
+    like: Tensor | None = None,
+    *,
+    size: Any = None,
+    fill_value: float,
+    dtype: str | None = None,
+) -> Tensor:
+    """``torch.full``, on the device of ``like`` (and in its dtype when ``dtype`` is unset)."""
+    shape = size_input if size_input is not None else size
+    if dtype is not None:
+        target = dtype_from_name(dtype)
+    elif like is not None:
+        target = like.dtype
+    else:
+        target = None
+    device = like.device if like is not None else None
+    return torch.full(tuple(shape), fill_value, dtype=target, device=device)
 
 
 @register_kernel("full_like")

@@ -46,7 +46,7 @@ _RANDOM_NAMES = frozenset(
         "rand", "randn", "randint", "rand_like", "randn_like", "randint_like", "randperm",
         "bernoulli", "bernoulli_", "multinomial", "normal", "normal_", "uniform_",
         "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
-        "feature_alpha_dropout", "stochastic_depth", "native_dropout",
+        "feature_alpha_dropout", "feature_dropout", "stochastic_depth", "native_dropout",
     }
 )  # fmt: skip
 _INPLACE_FUNCTIONS = frozenset(

@@ -12,6 +12,7 @@ from typing import Any, Final
 import torch
 
 from acekit.ir import Value, dtype_name
+from acekit.parsing import shape_source
 from acekit_torchscript.calls import OpCall, UnsupportedError
 from acekit_torchscript.convert import (
     convert_same_name,
@@ -42,8 +43,10 @@ def _convolution(call: OpCall) -> list[Any]:
 
 
 def _dropout(call: OpCall) -> list[Any]:
+    """``aten::dropout`` and ``aten::feature_dropout`` (``F.dropout2d``)."""
+    op = "dropout2d" if call.op_name.startswith("feature_dropout") else "dropout"
     attrs = {"p": float(call.static("p")), **_training_attrs(call, "train")}
-    return call.emit("dropout", [call.tensor(call.args[0])], attrs)
+    return call.emit(op, [call.tensor(call.args[0])], attrs)
 
 
 def _batch_norm(call: OpCall) -> list[Any]:
@@ -154,6 +157,20 @@ def _slice(call: OpCall) -> list[Any]:
     return entries
 
 
+def _select(call: OpCall) -> list[Any]:
+    """``x[:, 0]``: a ``select`` that remembers the tensor it views, so a write into it
+    (``x[:, 0] = y``) becomes a ``select_scatter``."""
+    entries = convert_to(call, "select")
+    source = call.arg("self")
+    if (
+        isinstance(source, TensorEntry)
+        and isinstance(entries[0], TensorEntry)
+        and not call.is_dynamic("index")
+    ):
+        entries[0].view_of = (source, {"dim": call.static("dim"), "index": call.static("index")})
+    return entries
+
+
 def _whole_slice(call: OpCall) -> bool:
     for name in ("start", "end", "step"):
         if call.has(name) and call.is_dynamic(name):
@@ -247,10 +264,31 @@ def _copy(call: OpCall) -> list[Any]:
     return call.emit("expand", [value], {"size": tuple(target.shape)})
 
 
+#: The fill value of the factories that have one in their name.
+_FILLS: Final = {"zeros": 0.0, "empty": 0.0, "ones": 1.0}
+
+
 def _new_tensor(call: OpCall) -> list[Any]:
-    # new_zeros(size) reads only its input's dtype and device: the result is a constant
-    # (its size is fixed at the example's, like a shape the IR cannot compute).
-    return [call.results[0]]
+    """``aten::full``/``zeros``/``ones``/``empty`` and their ``new_`` forms: a ``full``
+    node when the graph computes the size; else a constant (``new_zeros(size)`` reads
+    only its input's dtype and device)."""
+    if not call.is_dynamic("size"):
+        return [call.results[0]]
+    name = call.op_name
+    fill = _FILLS.get(name.removeprefix("new_"))
+    if fill is None:
+        fill = float(call.static("fill_value"))
+    static_size, packed = call.sized("size")
+    attrs: dict[str, Any] = {"fill_value": fill, "dtype": dtype_name(call.results[0].dtype)}
+    if static_size is not None:
+        attrs["size"] = static_size
+    like = call.tensor("self") if name.startswith("new_") else None
+    if like is None and packed is not None:
+        like = shape_source(packed)
+    inputs = [packed] if packed is not None else []
+    if like is not None:
+        inputs = [packed if packed is not None else call.builder.constant(None, call.site), like]
+    return call.emit("full", inputs, attrs)
 
 
 def _constant_pad(call: OpCall) -> list[Any]:
@@ -384,6 +422,7 @@ CONVERTERS: Final[dict[str, Converter]] = {
     "aten::swapaxes": _swap,
     "aten::swapdims": _swap,
     "aten::slice": _slice,
+    "aten::select": _select,
     "aten::chunk": _chunk,
     "aten::unsafe_chunk": _chunk,
     "aten::split": _split,
@@ -403,6 +442,11 @@ CONVERTERS: Final[dict[str, Converter]] = {
     "aten::zero": _fill,
     "aten::fill": _fill,
     "aten::copy": _copy,
+    "aten::feature_dropout": _dropout,
+    "aten::full": _new_tensor,
+    "aten::zeros": _new_tensor,
+    "aten::ones": _new_tensor,
+    "aten::empty": _new_tensor,
     "aten::new_zeros": _new_tensor,
     "aten::new_ones": _new_tensor,
     "aten::new_full": _new_tensor,

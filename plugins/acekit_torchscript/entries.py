@@ -38,9 +38,10 @@ class TensorEntry:
     """A tensor computed by the IR graph and its value on the example inputs.
 
     ``replaced_by`` is set when an in-place op gave the tensor a new value: every later
-    read must see the new one (see :func:`resolve`). ``view_of`` is set on a slice of
-    another tensor (``x[2:4]``): the tensor it views and the ``slice`` attributes, so a
-    write into the slice can become a ``slice_scatter`` of the tensor it views.
+    read must see the new one (see :func:`resolve`). ``view_of`` is set on a slice or a
+    select of another tensor (``x[2:4]``, ``x[:, 0]``): the tensor it views and the
+    ``slice`` (``select``) attributes, so a write into the view can become a
+    ``slice_scatter`` (``select_scatter``) of the tensor it views.
     """
 
     value: Value

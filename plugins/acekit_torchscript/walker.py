@@ -16,7 +16,7 @@ unsupported op of the model.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import torch
@@ -92,6 +92,11 @@ class ModelState:
             frozenset(name for name, _ in module.named_parameters()),
             frozenset(name for name, _ in module.named_buffers()),
         )
+
+
+#: Ops that make a tensor from numbers only: with a size computed from shapes they go
+#: to their converter (a ``full`` node), not to the lazy scalar ops.
+FACTORIES: Final = frozenset({"aten::full", "aten::zeros", "aten::ones", "aten::empty"})
 
 
 class Walker:
@@ -266,7 +271,11 @@ class Walker:
             # Runs on the walker's own copies, so in-place ops on constants are fine.
             self.bind_outputs(node, frame, results)
             return
-        if deterministic and not any(has_tensor(entry) for entry in inputs):
+        if (
+            deterministic
+            and not any(has_tensor(entry) for entry in inputs)
+            and kind not in FACTORIES
+        ):
             self.bind_outputs(node, frame, scalar_op(str(node.kind()), inputs, results, site))
             return
         if schema is None:
@@ -298,7 +307,8 @@ class Walker:
 
     def _write(self, target: TensorEntry, new: TensorEntry, site: Site) -> None:
         """An in-place op gave ``target`` the value ``new``: later reads see ``new``, and a
-        write into a slice (``x[2:4].zero_()``) writes into the tensor it views."""
+        write into a slice (``x[2:4].zero_()``) or a select (``x[:, 0] = y``) writes into
+        the tensor it views."""
         target.replaced_by = new
         if target.view_of is None:
             return
@@ -306,13 +316,13 @@ class Walker:
         base = resolve(base)
         example = base.example.clone()
         dim = bounds["dim"] % example.dim()
-        index = (slice(None),) * dim + (
-            slice(bounds.get("start"), bounds.get("end"), bounds.get("step", 1)),
-        )
-        example[index] = new.example
-        (scattered,) = self.builder.emit(
-            "slice_scatter", [base.value, new.value], bounds, site, [example]
-        )
+        if "index" in bounds:  # a select: x[:, 0] = y
+            op, key = "select_scatter", bounds["index"]
+        else:
+            op = "slice_scatter"
+            key = slice(bounds.get("start"), bounds.get("end"), bounds.get("step", 1))
+        example[(slice(None),) * dim + (key,)] = new.example
+        (scattered,) = self.builder.emit(op, [base.value, new.value], bounds, site, [example])
         new.view_of = (scattered, bounds)
         self._write(base, scattered, site)
 

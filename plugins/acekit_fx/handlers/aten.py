@@ -17,7 +17,7 @@ from acekit.ir import Value
 from acekit_fx.context import NodeContext, Unsupported
 from acekit_fx.handlers import indexing, torch_ops
 from acekit_fx.handlers.attention import convert_scaled_dot_product_attention
-from acekit_fx.handlers.registry import FUNCTIONS, METHODS, aten
+from acekit_fx.handlers.registry import FUNCTIONS, METHODS, aten, function, method
 from acekit_fx.naming import sanitize
 from acekit_fx.values import ConstTensor
 
@@ -384,6 +384,15 @@ def convert_slice_scatter(
     return cx.out("slice_scatter", [cx.value(input), cx.value(src)], attrs)
 
 
+@aten("select_scatter")
+@function(torch.select_scatter)
+@method("select_scatter")
+def convert_select_scatter(cx: NodeContext, input: Any, src: Any, dim: Any, index: Any) -> Value:
+    """``select_scatter`` (what torch.export makes of ``x[:, 0] = y``)."""
+    attrs = {"dim": int(cx.static(dim, "dim")), "index": int(cx.static(index, "index"))}
+    return cx.out("select_scatter", [cx.value(input), cx.value(src)], attrs)
+
+
 @aten("index")
 def convert_index(cx: NodeContext, input: Any, indices: Any) -> Value:
     """``index.Tensor(x, [None, idx, ...])``: an ``index`` node."""
@@ -410,7 +419,7 @@ def convert_fill(cx: NodeContext, input: Any, value: Any = 0.0) -> Value:
     return cx.out("full_like", [cx.value(input)], {"fill_value": float(cx.static(value, "value"))})
 
 
-@aten("new_zeros", "new_ones", "new_full", "new_empty", "empty_like")
+@aten("empty_like")
 def convert_new_tensor(cx: NodeContext, input: Any, *args: Any, **kwargs: Any) -> Any:
     """Factories that read only the dtype/device of a tensor: constants."""
     from acekit_fx.values import is_dynamic
@@ -418,3 +427,12 @@ def convert_new_tensor(cx: NodeContext, input: Any, *args: Any, **kwargs: Any) -
     if is_dynamic((args, kwargs)):
         raise Unsupported("a size computed by the graph")
     return ConstTensor(cx.result, sanitize(cx.fx_node.name), cx.subgraph, cx.location)
+
+
+aten("feature_dropout")(torch_ops.convert_dropout2d)
+aten("zeros", "empty")(torch_ops.factory(0.0))
+aten("ones")(torch_ops.factory(1.0))
+aten("full")(torch_ops.factory(None))
+aten("new_zeros", "new_empty")(torch_ops.new_factory(0.0))
+aten("new_ones")(torch_ops.new_factory(1.0))
+aten("new_full")(torch_ops.new_factory(None))

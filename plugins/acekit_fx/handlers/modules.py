@@ -156,6 +156,7 @@ _simple(
     attrs=lambda m: {"beta": float(m.beta), "threshold": float(m.threshold)},
 )
 _simple("dropout", nn.Dropout, attrs=lambda m: {"p": float(m.p)})
+_simple("dropout2d", nn.Dropout2d, attrs=lambda m: {"p": float(m.p)})
 _simple("flatten", nn.Flatten, attrs=lambda m: {"start_dim": m.start_dim, "end_dim": m.end_dim})
 _simple(
     "unflatten", nn.Unflatten, attrs=lambda m: {"dim": m.dim, "sizes": tuple(m.unflattened_size)}

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from acekit.ir import Value
+from acekit.parsing import shape_source
 from acekit_fx.context import NodeContext, Unsupported
 from acekit_fx.handlers.registry import function, method
 
@@ -208,17 +209,26 @@ function(F.log_softmax, torch.log_softmax)(softmax_like("log_softmax"))
 method("log_softmax")(softmax_like("log_softmax"))
 
 
-@function(F.dropout, torch.dropout)
-def convert_dropout(
-    cx: NodeContext, input: Any, p: Any = 0.5, training: Any = True, inplace: Any = False
-) -> Value:
-    """``F.dropout``: its ``training`` came from ``self.training``, so it follows the mode."""
-    attrs: dict[str, Any] = {"p": float(cx.static(p, "p"))}
-    if cx.static(training, "training") is True:
-        # Traced in eval mode, so self.training was False: a True here is the user's own
-        # always-on dropout (Monte Carlo dropout) and stays fixed.
-        attrs["training"] = True
-    return cx.out("dropout", [cx.value(input)], attrs)
+def dropout_like(op: str) -> Any:
+    """A handler for ``F.dropout``-like functions: its ``training`` came from
+    ``self.training``, so the node follows the mode."""
+
+    def handler(
+        cx: NodeContext, input: Any, p: Any = 0.5, training: Any = True, inplace: Any = False
+    ) -> Value:
+        attrs: dict[str, Any] = {"p": float(cx.static(p, "p"))}
+        if cx.static(training, "training") is True:
+            # Traced in eval mode, so self.training was False: a True here is the user's
+            # own always-on dropout (Monte Carlo dropout) and stays fixed.
+            attrs["training"] = True
+        return cx.out(op, [cx.value(input)], attrs)
+
+    handler.__name__ = f"convert_{op}"
+    return handler
+
+
+convert_dropout = function(F.dropout, torch.dropout)(dropout_like("dropout"))
+convert_dropout2d = function(F.dropout2d, torch.feature_dropout)(dropout_like("dropout2d"))
 
 
 def convert_stochastic_depth(
@@ -977,13 +987,71 @@ function(torch.ones_like)(like_factory(1.0))
 function(torch.full_like)(like_factory(None))
 
 
-@method("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor")
-def convert_new_tensor(cx: NodeContext, input: Any, *args: Any, **kwargs: Any) -> Any:
-    """``x.new_zeros(size)``: a constant when the size is known (only dtype/device are read)."""
-    from acekit_fx.values import ConstTensor, is_dynamic
+def full_node(cx: NodeContext, size: Any, fill_value: Any, like: Value | None = None) -> Value:
+    """A ``full`` node for a tensor whose size the graph computes, on the device of
+    ``like`` (else of the tensor the size was read from); its dtype is the result's."""
+    static_size, packed = cx.sized(size, "size")
+    result = cx.result
+    attrs: dict[str, Any] = {
+        "fill_value": float(cx.static(fill_value, "fill_value")),
+        "dtype": cx.dtype(result.dtype),
+    }
+    if static_size is not None:
+        attrs["size"] = static_size
+    if like is None and packed is not None:
+        like = shape_source(packed)
+    inputs = [packed] if packed is not None else []
+    if like is not None:
+        inputs = [packed if packed is not None else cx.none(), like]
+    return cx.out("full", inputs, attrs)
 
-    if is_dynamic((args, kwargs)):
-        raise Unsupported("a size computed by the graph")
-    from acekit_fx.naming import sanitize
 
-    return ConstTensor(cx.result, sanitize(cx.fx_node.name), cx.subgraph, cx.location)
+def _size_and_fill(fill: float | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The size and fill value of ``zeros(2, n)``, ``zeros((2, n))`` or ``full(size, v)``."""
+    if fill is None:
+        size = args[0] if args else kwargs["size"]
+        return size, (args[1] if len(args) > 1 else kwargs["fill_value"])
+    if not args:
+        return kwargs["size"], fill
+    if len(args) == 1 and isinstance(args[0], tuple | list | torch.Size | Value):
+        return args[0], fill
+    return args, fill
+
+
+def factory(fill: float | None) -> Any:
+    """A handler for ``torch.zeros``/``ones``/``full`` of a size the graph computes
+    (a known size is folded into a constant before any handler runs)."""
+
+    def handler(cx: NodeContext, *args: Any, **kwargs: Any) -> Value:
+        return full_node(cx, *_size_and_fill(fill, args, kwargs))
+
+    return handler
+
+
+function(torch.zeros, torch.empty)(factory(0.0))
+function(torch.ones)(factory(1.0))
+function(torch.full)(factory(None))
+
+
+def new_factory(fill: float | None) -> Any:
+    """A handler for ``x.new_zeros(size)`` and the like: a constant when the size is known
+    (only ``x``'s dtype and device are read), else a ``full`` on ``x``'s device."""
+
+    def handler(cx: NodeContext, input: Any, *args: Any, **kwargs: Any) -> Any:
+        from acekit_fx.values import ConstTensor, is_dynamic
+
+        if not is_dynamic((args, kwargs)):
+            from acekit_fx.naming import sanitize
+
+            return ConstTensor(cx.result, sanitize(cx.fx_node.name), cx.subgraph, cx.location)
+        if fill is None and "fill_value" not in kwargs and len(args) < 2:
+            raise Unsupported("new_tensor of data computed by the graph")
+        size, value = _size_and_fill(fill, args, kwargs)
+        return full_node(cx, size, value, like=cx.tensor(input))
+
+    return handler
+
+
+convert_new_tensor = method("new_zeros", "new_empty")(new_factory(0.0))
+method("new_ones")(new_factory(1.0))
+method("new_full", "new_tensor")(new_factory(None))
