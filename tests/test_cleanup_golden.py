@@ -7,6 +7,7 @@ import logging
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -306,6 +307,20 @@ def test_cse_golden(caplog: pytest.LogCaptureFixture) -> None:
         }
         """
     )
+
+
+@pytest.mark.parametrize("op", ["stochastic_depth", "dropout2d", "dropout"])
+def test_cse_never_merges_random_ops(op: str) -> None:
+    # Two equal stochastic_depth nodes draw their own noise in training: merging them
+    # would make both drop the same rows.
+    attrs: dict[str, Any] = {"p": 0.2, "mode": "row"} if op == "stochastic_depth" else {"p": 0.2}
+    b = Builder()
+    x = b.input("x", t(2, 4))
+    first = b.op(op, x, name="first", type_=t(2, 4), **attrs)
+    second = b.op(op, x, name="second", type_=t(2, 4), **attrs)
+    graph = b.done([first, second])
+    assert run(EliminateCommonSubexpressions(), graph) == {"removed": 0}
+    assert [n.name for n in graph.nodes if n.op == op] == ["first", "second"]
 
 
 def test_cse_merges_tensor_constants_by_bits() -> None:
