@@ -169,3 +169,40 @@ def test_known_sizes_stay_constants() -> None:
     x = torch.randn(2, 3)
     for parse in PARSERS:
         assert "full" not in ops(parse(Fixed(), x))
+
+
+class HoldsTensors(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.tensor([1.0, 2.0, 3.0])  # a plain attribute: not in the state dict
+        self.register_buffer("shift", torch.ones(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+@pytest.mark.parametrize("parse", PARSERS)
+def test_tensors_outside_the_state_dict_are_constants(parse: Parse) -> None:
+    # torch.fx registers a plain tensor attribute (and the _tensor_constant0 it makes of
+    # a tensor built in forward) as a buffer of its GraphModule: still a constant here,
+    # as in the TorchScript parser, so the graph's state dict is the model's.
+    model = HoldsTensors()
+    x = torch.randn(2, 3)
+    graph = parse(model, x)
+    params = [n.attrs["ref"] for n in graph.nodes if n.op == "parameter"]
+    constants = [n for n in graph.nodes if n.op == "constant" and "ref" in n.attrs]
+    assert params == ["shift"]
+    assert len(constants) == 1
+    torch.testing.assert_close(graph.tensors[constants[0].attrs["ref"]], model.scale)
+    assert list(graph.to_module().state_dict()) == list(model.state_dict())
+    runs_like(model, graph, x)
+
+
+def test_fx_tensor_constant_made_in_forward_is_a_constant() -> None:
+    class MakesTensor(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + torch.tensor([4.0, 5.0, 6.0])
+
+    graph = fx(MakesTensor(), torch.randn(2, 3))
+    assert [n.op for n in graph.nodes if n.op in ("parameter", "constant")] == ["constant"]
+    assert graph.to_module().state_dict() == {}

@@ -89,6 +89,11 @@ class Converter:
             self._tensor_values = parent._tensor_values
             self.export_cache = parent.export_cache
         self.owner: torch.nn.Module | None = None
+        #: The state-dict keys of the user's model, when it is at hand. A ``get_attr``
+        #: tensor outside them (a plain tensor attribute, or a ``_tensor_constant0`` that
+        #: torch.fx made of a tensor built in ``forward``) is a constant, though the traced
+        #: GraphModule registered it as a buffer.
+        self.state_keys: frozenset[str] | None = None if parent is None else parent.state_keys
 
     # -- names -------------------------------------------------------------------------------
 
@@ -334,7 +339,12 @@ class Converter:
         obj = getattr(owner, leaf)
         if not isinstance(obj, torch.Tensor):
             return obj
-        is_state = isinstance(obj, torch.nn.Parameter) or leaf in owner._buffers
+        if self.state_keys is not None:
+            is_state = target in self.state_keys
+        else:
+            non_persistent: set[str] = getattr(owner, "_non_persistent_buffers_set", set())
+            in_buffers = leaf in owner._buffers and leaf not in non_persistent
+            is_state = isinstance(obj, torch.nn.Parameter) or in_buffers
         if not is_state:
             return ConstTensor(obj, sanitize(fx_node.name), cx.subgraph, cx.location)
         value = self.tensor_value(
@@ -345,6 +355,7 @@ class Converter:
             subgraph=cx.subgraph,
             source_name=fx_node.name,
             rename=sanitize(fx_node.name),
+            kind="parameter" if isinstance(obj, torch.nn.Parameter) else "buffer",
         )
         cx.final = value.producer
         return value

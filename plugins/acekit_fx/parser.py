@@ -89,6 +89,7 @@ class FxParser:
             graph = Graph(model_name)
             converter = Converter(graph, model_name)
             converter.owner = traced
+            converter.state_keys = frozenset(model.state_dict(keep_vars=True))
             # Clones: an in-place op at the start of forward must not change the user's tensors.
             examples = [x.clone() for x in inputs]
 
