@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -69,6 +70,10 @@ class Value:
 
     def __repr__(self) -> str:
         return f"Value(%{self.name}: {self.type})"
+
+
+#: The ops whose ``ref`` attribute names a tensor of ``Graph.tensors`` they read.
+_TENSOR_READERS = frozenset({"parameter", "constant"})
 
 
 @define(eq=False, repr=False)
@@ -185,6 +190,11 @@ class Graph:
         self._value_names: dict[str, Value] = {}
         self._counters: dict[str, itertools.count[int]] = {}
         self._output_node: Node | None = None
+        # How many parameter/constant nodes read each tensor of ``tensors``, and the ref
+        # each such node was counted under, so erasing a parameter node knows in O(1)
+        # whether its tensor has readers left.
+        self._ref_readers: Counter[str] = Counter()
+        self._counted_ref: dict[Node, str] = {}
 
     # -- reading -------------------------------------------------------------------------
 
@@ -312,6 +322,10 @@ class Graph:
         self._names[node.name] = node
         for value in node._outputs:
             self._value_names[value.name] = value
+        ref = node.attrs.get("ref") if op in _TENSOR_READERS else None
+        if isinstance(ref, str):
+            self._ref_readers[ref] += 1
+            self._counted_ref[node] = ref
         return node
 
     def add_input(
@@ -396,7 +410,11 @@ class Graph:
         return len(uses)
 
     def erase(self, node: Node) -> None:
-        """Remove ``node``; its outputs must have no readers left."""
+        """Remove ``node``; its outputs must have no readers left.
+
+        A ``parameter`` node's tensor leaves ``tensors`` with the last parameter or
+        constant node reading it (a count kept per ref: no scan of the graph).
+        """
         if node.graph is not self:
             raise GraphError(f"{node.describe()} is not in graph {self.name!r}")
         for value in node._outputs:
@@ -414,12 +432,13 @@ class Graph:
             self._value_names.pop(value.name, None)
         if node is self._output_node:
             self._output_node = None
-        if node.op == "parameter":
-            ref = node.attrs.get("ref")
-            if ref is not None and not any(
-                n.attrs.get("ref") == ref for n in self.nodes if n.op in ("parameter", "constant")
-            ):
-                self.tensors.pop(ref, None)
+        ref = self._counted_ref.pop(node, None)
+        if ref is not None:
+            self._ref_readers[ref] -= 1
+            if self._ref_readers[ref] <= 0:
+                del self._ref_readers[ref]
+                if node.op == "parameter":
+                    self.tensors.pop(ref, None)
 
     def move_before(self, node: Node, anchor: Node) -> None:
         """Move ``node`` to just before ``anchor``, keeping topological order."""
