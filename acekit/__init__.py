@@ -11,11 +11,18 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+local"
 
-__all__ = ["Pipeline", "Settings", "__version__", "parse"]
+__all__ = ["Pipeline", "QuantizedModule", "Settings", "__version__", "compile", "load", "parse"]
 
 # The public API lives in acekit.api, which imports torch: it is loaded on first use so
 # that `import acekit` stays cheap (the CLI's --help, settings files).
-_LAZY = {"parse": "acekit.api", "Pipeline": "acekit.passes", "Settings": "acekit.settings"}
+_LAZY = {
+    "parse": "acekit.api",
+    "compile": "acekit.quant.compile",
+    "load": "acekit.runtime.quantized",
+    "QuantizedModule": "acekit.runtime.quantized",
+    "Pipeline": "acekit.passes",
+    "Settings": "acekit.settings",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -7,7 +7,6 @@ The file is a ``torch.save`` archive of plain data and tensors only, so it loads
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -147,16 +146,9 @@ def graph_from_dict(data: dict[str, Any]) -> Graph:
 
 def save_graph(graph: Graph, path: str | os.PathLike[str]) -> Path:
     """Write ``graph`` to ``path`` atomically (a crash never leaves half a file)."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(graph_to_dict(graph), handle)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    from acekit.fileio import atomic_torch_save
+
+    return atomic_torch_save(graph_to_dict(graph), path)
 
 
 def load_graph(path: str | os.PathLike[str]) -> Graph:

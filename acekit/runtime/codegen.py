@@ -14,6 +14,7 @@ from __future__ import annotations
 import keyword
 import operator
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ import torch.fx
 from torch import nn
 
 from acekit.ir.graph import Graph, Node, Value
+from acekit.runtime.fake_quant import fake_quantize
 from acekit.runtime.registry import get_kernel
 
 _IDENTIFIER_RE = re.compile(r"[^0-9A-Za-z_]")
@@ -32,15 +34,37 @@ class CodegenError(ValueError):
     """The graph cannot be turned into a module (missing kernel, bad ref, ...)."""
 
 
-def to_module(graph: Graph) -> torch.fx.GraphModule:
+def to_module(
+    graph: Graph,
+    *,
+    quantize: bool = False,
+    learnable_scales: bool = False,
+    taps: Mapping[str, nn.Module] | None = None,
+) -> torch.fx.GraphModule:
     """A torch module that computes ``graph``.
 
     It runs forward and backward, moves between devices, has a ``state_dict`` keyed by
     the parameter refs, deep-copies, and follows ``train()``/``eval()`` in the ops whose
     kernels use the training flag (dropout, batch_norm, ...). It starts in eval mode, the
     mode graphs are parsed in.
+
+    With ``quantize``, every value whose quant spec is calibrated and not skipped is
+    fake-quantized where it is produced, so all its readers see the quantized tensor. The
+    scales and zero points live in the submodule ``quantizers.<value>`` (state_dict keys
+    ``quantizers.<value>.scale`` / ``.zero_point``); ``learnable_scales`` makes the scales
+    parameters (quantization-aware training) instead of buffers.
+
+    ``taps`` maps value names to modules called on the value where it is produced (its
+    readers get what the tap returns): calibration observes tensors this way.
     """
-    return _Builder(graph).build()
+    builder = _Builder(graph, quantize=quantize, learnable_scales=learnable_scales, taps=taps)
+    return builder.build()
+
+
+#: The submodule of a generated module that holds the quantizers' scales.
+QUANTIZERS = "quantizers"
+#: The submodule of a generated module that holds the taps.
+TAPS = "taps"
 
 
 def _class_name(name: str) -> str:
@@ -51,8 +75,20 @@ def _class_name(name: str) -> str:
 
 
 class _Builder:
-    def __init__(self, graph: Graph) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        quantize: bool,
+        learnable_scales: bool,
+        taps: Mapping[str, nn.Module] | None,
+    ) -> None:
         self.graph = graph
+        self.taps = dict(taps or {})
+        self.quantize = quantize
+        self.learnable_scales = learnable_scales
+        self.quantizers: dict[str, str] = {}
+        self.tapped: dict[str, str] = {}
         self.root = nn.Module()
         self.fx = torch.fx.Graph()
         self.env: dict[int, Any] = {}
@@ -77,6 +113,7 @@ class _Builder:
         self.fx.lint()
         module = torch.fx.GraphModule(self.root, self.fx, class_name=_class_name(self.graph.name))
         module.meta["acekit_graph"] = self.graph.name
+        module.meta["acekit_quantizers"] = dict(self.quantizers)
         # Graphs are parsed in eval mode: the module starts there too (train() for QAT).
         return module.eval()
 
@@ -137,7 +174,54 @@ class _Builder:
     # -- helpers -----------------------------------------------------------------------
 
     def _bind(self, value: Value, fx_value: Any) -> None:
+        spec = value.quant
+        if self.quantize and spec is not None and not spec.skip and spec.scale is not None:
+            fx_value = self._fake_quantize(value, fx_value)
+        tap = self.taps.get(value.name)
+        if tap is not None:
+            key = _unique(_fx_name(value.name), self.tapped)
+            self.tapped[key] = value.name
+            self._owner_of(f"{TAPS}.{key}").add_module(key, tap)
+            fx_value = self.fx.create_node(
+                "call_module", f"{TAPS}.{key}", (fx_value,), name=f"{key}_tap"
+            )
         self.env[id(value)] = fx_value
+
+    def _fake_quantize(self, value: Value, fx_value: Any) -> torch.fx.Node:
+        spec = value.quant
+        assert spec is not None and spec.scale is not None and spec.zero_point is not None
+        key = _unique(_fx_name(value.name), self.quantizers)
+        self.quantizers[key] = value.name
+        holder = self._owner_of(f"{QUANTIZERS}.{key}.scale")
+        scale = torch.tensor(spec.scale, dtype=torch.float32)
+        zero_point = torch.tensor(spec.zero_point, dtype=torch.int32)
+        if spec.axis is None:
+            scale, zero_point = scale.reshape(()), zero_point.reshape(())
+        if self.learnable_scales:
+            holder.register_parameter("scale", nn.Parameter(scale))
+        else:
+            holder.register_buffer("scale", scale)
+        holder.register_buffer("zero_point", zero_point)
+        return self.fx.call_function(
+            fake_quantize,
+            (
+                fx_value,
+                self.fx.get_attr(f"{QUANTIZERS}.{key}.scale"),
+                self.fx.get_attr(f"{QUANTIZERS}.{key}.zero_point"),
+            ),
+            {"qmin": spec.qmin, "qmax": spec.qmax, "axis": spec.axis},
+            name=f"{key}_fq",
+        )
+
+    def _owner_of(self, ref: str) -> nn.Module:
+        owner = self.root
+        for part in ref.split(".")[:-1]:
+            child = owner._modules.get(part)
+            if child is None:
+                child = nn.Module()
+                owner.add_module(part, child)
+            owner = child
+        return owner
 
     def _read(self, value: Value, reader: Node) -> Any:
         try:
@@ -165,18 +249,18 @@ class _Builder:
             raise CodegenError(f"{node.describe()}: ref {ref!r} is not a dotted attribute path")
         if not path and leaf in _RESERVED:
             raise CodegenError(f"{node.describe()}: ref {ref!r} clashes with a module attribute")
-        owner = self.root
-        for part in path:
-            child = owner._modules.get(part)
-            if child is None:
-                child = nn.Module()
-                owner.add_module(part, child)
-            owner = child
-        return owner, leaf
+        return self._owner_of(ref), leaf
 
 
 def _fx_name(name: str) -> str:
     return _IDENTIFIER_RE.sub("_", name)
+
+
+def _unique(base: str, taken: dict[str, str]) -> str:
+    name, i = base, 1
+    while name in taken:
+        name, i = f"{base}_{i}", i + 1
+    return name
 
 
 def _rebuild(structure: Any, results: list[Any]) -> Any:

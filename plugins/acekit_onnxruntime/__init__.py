@@ -15,6 +15,7 @@ from acekit.plugin import Registrar, hookimpl
 
 if TYPE_CHECKING:
     from acekit.ir.graph import Graph
+    from acekit.quant.rules import QuantRules
 
 __all__ = ["OnnxRuntimeTarget", "acekit_register_targets"]
 
@@ -29,11 +30,19 @@ class OnnxRuntimeTarget:
         "provider fuses into integer kernels"
     )
 
+    def quantization_rules(self, options: Mapping[str, Any]) -> QuantRules:
+        """u8 activations, s8 per-channel weights; see :mod:`acekit_onnxruntime.rules`."""
+        from acekit_onnxruntime.rules import quantization_rules
+
+        return quantization_rules(options)
+
     def export(
         self, graph: Graph, path: str | os.PathLike[str], options: Mapping[str, Any]
     ) -> Path:
-        """Write ``graph`` as an ONNX model for ONNX Runtime (not implemented yet)."""
-        raise NotImplementedError("ONNX Runtime export is not implemented yet")
+        """Write ``graph`` as QDQ ONNX that ORT's CPU provider runs in integer kernels."""
+        from acekit_onnxruntime.export import export_onnx
+
+        return export_onnx(graph, path, options)
 
 
 @hookimpl

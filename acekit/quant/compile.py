@@ -1,0 +1,157 @@
+"""``acekit.compile``: parse, clean, quantize and calibrate a model for a target.
+
+The stages are passes of one pipeline (the default is built from the settings; users may
+give their own as a :class:`~acekit.passes.Pipeline` or a spec string); this module
+checks the inputs before any work, opens the run log, and turns the quantized graph into
+a :class:`~acekit.runtime.quantized.QuantizedModule`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from acekit.api import check_example_inputs, parse
+from acekit.ir.graph import Graph
+from acekit.logging import get_logger, run_logging
+from acekit.passes import Pipeline
+from acekit.plugin import plugin_versions
+from acekit.quant.context import QuantContext, use_context
+from acekit.quant.data import CalibrationData, Select
+from acekit.quant.targets import resolve_target, target_rules
+from acekit.runtime.quantized import QuantizedModule
+from acekit.settings import QuantizationAlgorithm, Settings
+
+log = get_logger(__name__)
+
+#: Passes that read calibration data: a pipeline with one of them needs it up front.
+CALIBRATING_PASSES = frozenset({"calibrate", "auto-skip"})
+
+
+def default_pipeline(settings: Settings) -> str:
+    """The pipeline spec ``compile`` runs when the caller gives none."""
+    spec = "cleanup,ptq"
+    if settings.quantization.automatic_skip_quantization:
+        spec += ",auto-skip"
+    return spec
+
+
+def compile(
+    model: Any,
+    *,
+    example_inputs: Any,
+    calibration_inputs: Any = None,
+    settings: Settings | None = None,
+    select: Select | None = None,
+    pipeline: Pipeline | str | None = None,
+    parser: str | None = None,
+    logs_dir: str = "logs",
+) -> QuantizedModule:
+    """Quantize ``model`` for the settings' target; the result simulates it in torch.
+
+    ``example_inputs`` are what ``model(*example_inputs)`` is called with (tracing);
+    ``calibration_inputs`` a tensor, a tuple or dict of tensors, or batches of them (a
+    list or a DataLoader, with ``select`` picking the model inputs out of a batch).
+    ``pipeline`` replaces the default pipeline (:func:`default_pipeline`). The model is
+    never modified. Everything is checked (settings, target, data) before parsing.
+    """
+    inputs = check_example_inputs(model, example_inputs)
+    return quantize_parsed(
+        lambda: parse(model, inputs, parser),
+        example_inputs=inputs,
+        input_names=_input_names(model, len(inputs)),
+        calibration_inputs=calibration_inputs,
+        settings=settings,
+        select=select,
+        pipeline=pipeline,
+        logs_dir=logs_dir,
+    )
+
+
+def quantize_parsed(
+    parse_model: Callable[[], Graph],
+    *,
+    example_inputs: tuple[Any, ...],
+    input_names: Sequence[str],
+    calibration_inputs: Any = None,
+    settings: Settings | None = None,
+    select: Select | None = None,
+    pipeline: Pipeline | str | None = None,
+    logs_dir: str = "logs",
+) -> QuantizedModule:
+    """:func:`compile` for a model that ``parse_model()`` parses (used by backends).
+
+    Settings, target, pipeline and calibration data are checked before ``parse_model``
+    runs, so bad input costs no parsing.
+    """
+    settings = settings if settings is not None else Settings()
+    if not isinstance(settings, Settings):
+        raise TypeError(f"settings must be an acekit.Settings, got {type(settings).__name__}")
+    target = resolve_target(settings.deployment.target_framework)
+    rules = target_rules(target, dict(settings.deployment.target_options))
+    steps = (
+        pipeline
+        if isinstance(pipeline, Pipeline)
+        else Pipeline.from_spec(pipeline or default_pipeline(settings))
+    )
+    data = None
+    if calibration_inputs is not None or _needs_data(steps):
+        data = CalibrationData(calibration_inputs, example_inputs, input_names, select=select)
+        data.first()
+    device = _device_of(example_inputs)
+    _seed(settings.training.random_seed)
+    with run_logging(logs_dir, extra_versions=plugin_versions()) as run:
+        run.log_block(settings.format())
+        log.info(f"Target: {target.title}: {rules.reason}")
+        graph = parse_model()
+        log.info(f"Running pipeline: {steps.spec()}")
+        context = QuantContext(settings, rules, target.name, data, device)
+        with use_context(context):
+            graph = steps.run(graph).graph
+        learnable = settings.quantization.quantization_algorithm is QuantizationAlgorithm.QAT
+        module = QuantizedModule(graph, settings, learnable_scales=learnable)
+        _log_processed(graph)
+    return module.to(device)
+
+
+def _needs_data(pipeline: Pipeline) -> bool:
+    return any(step.name in CALIBRATING_PASSES for step in pipeline.flatten())
+
+
+def _input_names(model: Any, count: int) -> list[str]:
+    forward = getattr(model, "forward", None)
+    try:
+        params = list(inspect.signature(forward).parameters) if forward is not None else []
+    except (TypeError, ValueError):
+        params = []
+    names = [p for p in params if p not in ("self", "args", "kwargs")][:count]
+    return names + [f"input_{i}" for i in range(len(names), count)]
+
+
+def _device_of(inputs: Sequence[Any]) -> torch.device:
+    for item in inputs:
+        if isinstance(item, torch.Tensor):
+            return item.device
+    return torch.device("cpu")
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy
+
+        numpy.random.seed(seed)
+    except ImportError:  # numpy is optional
+        pass
+
+
+def _log_processed(graph: Any) -> None:
+    nodes = [n for n in graph.nodes if n.op not in ("input", "output")]
+    for i, node in enumerate(nodes, 1):
+        log.info(f"Quantization: Processed {i}/{len(nodes)} - '{node.name}'")
+    log.info("Quantization: done")

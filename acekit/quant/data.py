@@ -1,0 +1,136 @@
+"""Calibration data: whatever the user hands over, as checked tuples of model inputs.
+
+``calibration_inputs`` may be a tensor (one batch), a tuple of tensors (one batch of a
+model with several inputs), a dict (one batch by input name), or any iterable of those,
+a ``DataLoader`` included. ``select`` picks the model inputs out of a batch (for a
+loader of ``(image, label)`` pairs the default takes the leading items). Every batch is
+checked against the example inputs (count, rank, non-batch dims, dtype kind, finite
+values) before the model sees it, so bad data is reported by batch and input name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+Batch = tuple[Tensor, ...]
+Select = Callable[[Any], Any]
+
+
+class CalibrationDataError(ValueError):
+    """The calibration data cannot feed the model: empty, malformed, NaN/Inf, wrong shape."""
+
+
+class CalibrationData:
+    """Batches of model inputs from ``source``, checked against ``example_inputs``.
+
+    ``input_names`` name the model's inputs (for dict batches and messages). Iterating
+    yields at most ``limit`` batches (all when ``None``); :attr:`seen` counts them.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        example_inputs: Sequence[Tensor],
+        input_names: Sequence[str],
+        *,
+        select: Select | None = None,
+    ) -> None:
+        if source is None:
+            raise CalibrationDataError(
+                "calibration_inputs is required: pass a tensor, a tuple or dict of tensors, "
+                "a list of batches or a DataLoader"
+            )
+        self.source = source
+        self.example_inputs = tuple(example_inputs)
+        self.input_names = tuple(input_names)
+        self.select = select
+        self.seen = 0
+
+    def batches(self, limit: int | None = None) -> Iterator[Batch]:
+        """Checked batches, at most ``limit``; raises on the first bad one."""
+        self.seen = 0
+        for index, raw in enumerate(self._raw()):
+            if limit is not None and index >= limit:
+                break
+            batch = self._inputs(self.select(raw) if self.select is not None else raw, index)
+            self.check(batch, index)
+            self.seen += 1
+            yield batch
+        if self.seen == 0:
+            raise CalibrationDataError("calibration_inputs is empty: it gave no batch")
+
+    def count(self, limit: int | None = None) -> int | None:
+        """How many batches :meth:`batches` will give, when the source knows its length."""
+        raw = self._raw()
+        try:
+            size = len(raw)  # type: ignore[arg-type]
+        except TypeError:
+            return limit
+        return size if limit is None else min(size, limit)
+
+    def first(self) -> Batch:
+        """The first batch, checked: call before any work to fail early on bad data."""
+        for batch in self.batches(limit=1):
+            return batch
+        raise CalibrationDataError("calibration_inputs is empty: it gave no batch")
+
+    def _raw(self) -> Iterable[Any]:
+        source = self.source
+        if isinstance(source, Tensor | Mapping | tuple):
+            return [source]
+        if isinstance(source, Iterable):
+            return source
+        raise CalibrationDataError(
+            f"calibration_inputs must be a tensor, a tuple or dict of tensors, or an "
+            f"iterable of batches (a list, a DataLoader); got {type(source).__name__}"
+        )
+
+    def _inputs(self, item: Any, index: int) -> Batch:
+        count = len(self.example_inputs)
+        if isinstance(item, Tensor):
+            return (item,)
+        if isinstance(item, Mapping):
+            missing = [name for name in self.input_names if name not in item]
+            if missing:
+                raise CalibrationDataError(
+                    f"calibration batch {index} is a dict without the model input(s) "
+                    f"{', '.join(map(repr, missing))} (it has {', '.join(map(repr, item))})"
+                )
+            return tuple(item[name] for name in self.input_names)
+        if isinstance(item, list | tuple):
+            if len(item) < count:
+                raise CalibrationDataError(
+                    f"calibration batch {index} has {len(item)} item(s), the model takes "
+                    f"{count} input(s) ({', '.join(self.input_names)})"
+                )
+            # (inputs..., label) pairs from a DataLoader: the leading items are the inputs.
+            return tuple(item[:count])
+        raise CalibrationDataError(
+            f"calibration batch {index} is a {type(item).__name__}; expected a tensor, a "
+            "tuple or a dict of tensors (pass select= to pick the inputs out of a batch)"
+        )
+
+    def check(self, batch: Batch, index: int) -> None:
+        """Raise :class:`CalibrationDataError` when ``batch`` does not fit the model."""
+        for name, value, example in zip(self.input_names, batch, self.example_inputs, strict=False):
+            where = f"calibration batch {index}, input {name!r}"
+            if not isinstance(value, Tensor):
+                raise CalibrationDataError(f"{where} is a {type(value).__name__}, not a tensor")
+            if value.dim() != example.dim() or tuple(value.shape[1:]) != tuple(example.shape[1:]):
+                raise CalibrationDataError(
+                    f"{where} has shape {tuple(value.shape)}; the example input has "
+                    f"{tuple(example.shape)} (only the batch dimension may differ)"
+                )
+            if value.is_floating_point() != example.is_floating_point():
+                raise CalibrationDataError(
+                    f"{where} has dtype {value.dtype}, the example input {example.dtype}"
+                )
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                bad = "NaN" if bool(torch.isnan(value).any()) else "Inf"
+                raise CalibrationDataError(
+                    f"{where} contains {bad} values: calibration needs finite data"
+                )

@@ -1,0 +1,80 @@
+"""What a deployment target tells the quantizer: which ops run quantized, and how.
+
+A target plugin returns a :class:`QuantRules` from ``quantization_rules(options)``.
+Quantization algorithms read the rules and never test which target they serve: the
+integer types, symmetry, per-channel axes and the places where quantize/dequantize
+pairs must sit for the runtime to fuse them into integer kernels are all here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+from acekit.ir.quant import Granularity, QuantSpec
+
+
+@attrs.frozen
+class OpRule:
+    """How the target runs one IR op with quantized tensors.
+
+    Attributes:
+        activations: Indices of the inputs quantized as activations (per tensor).
+        weight: Index of the input quantized as a weight (per channel), when that input
+            is a parameter; a weight computed at run time is quantized as an activation.
+        weight_axis: The weight's output-channel axis (the per-channel axis).
+        output: Whether the op's output is quantized too. Runtimes that fuse
+            ``DQ -> op -> Q`` into one integer kernel need it.
+    """
+
+    activations: tuple[int, ...] = (0,)
+    weight: int | None = None
+    weight_axis: int = 0
+    output: bool = False
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the op has a weight input (a "layer": conv, linear, ...)."""
+        return self.weight is not None
+
+
+@attrs.frozen
+class QuantRules:
+    """A target's quantization scheme.
+
+    Attributes:
+        activation: Template spec of activations (bits, signedness, symmetry), per tensor.
+        weight: Template spec of weights (per channel; the axis comes from the op rule).
+            Its bit width is the widest the target runs: wider requests are narrowed.
+        ops: The ops that run quantized, by IR op name.
+        activation_bits: Activation bit widths the target can run.
+        weight_bits: Weight bit widths the target can run (narrower ones are stored in
+            8-bit containers by targets without sub-byte kernels).
+        absorbed: Activation ops the runtime folds into the preceding op's output
+            quantization: an op whose only reader is one of these quantizes the
+            activation's output instead of its own (``Conv -> ReLU -> Q``).
+        reason: One line saying why this scheme, printed in the run log.
+    """
+
+    activation: QuantSpec
+    weight: QuantSpec
+    ops: Mapping[str, OpRule]
+    activation_bits: tuple[int, ...] = (8,)
+    weight_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    absorbed: frozenset[str] = frozenset()
+    reason: str = ""
+
+    def activation_spec(self, bits: int | None = None) -> QuantSpec:
+        """The activation template, with ``bits`` when given."""
+        spec = self.activation
+        return spec if bits is None else attrs.evolve(spec, bits=bits)
+
+    def weight_spec(self, axis: int | None, bits: int | None = None) -> QuantSpec:
+        """The weight template per channel along ``axis`` (per tensor for ``None``)."""
+        return attrs.evolve(
+            self.weight,
+            granularity=Granularity.PER_TENSOR if axis is None else Granularity.PER_CHANNEL,
+            axis=axis,
+            bits=self.weight.bits if bits is None else min(bits, self.weight.bits),
+        )

@@ -1,0 +1,105 @@
+"""How to quantize for ONNX Runtime's CPU provider (see docs/onnxruntime.md for why).
+
+* Activations are **unsigned** 8-bit, asymmetric, per tensor. On x86 ORT fuses QDQ
+  Conv/MatMul into integer kernels only for u8 activations: its s8 path leaves half the
+  convs of a ResNet in float, and its s8 x s8 kernels are slower than float. VNNI's
+  instruction multiplies u8 by s8.
+* Weights are **signed** 8-bit (or narrower, stored in int8), symmetric, per output
+  channel. On x86 CPUs without VNNI, u8 x s8 products can saturate the 16-bit
+  intermediate of the AVX2/AVX-512BW kernels, so weights use 7 bits there
+  (ORT's ``reduce_range``) unless the options say otherwise.
+* Conv takes quantized inputs and weights and gives a quantized output, placed after a
+  following ReLU/ReLU6 (``DQ -> Conv -> Relu -> Q`` becomes one ``QLinearConv``; a Q
+  between Conv and ReLU costs about 12 %). Linear takes a quantized input and weight and
+  gives a float output (``QGemm`` / ``MatMulIntegerToFloat``): what follows it in a
+  transformer (GELU, residual add, LayerNorm) runs fastest and most accurately in float.
+  MatMul between two activations (attention) takes quantized inputs, float output.
+* Softmax, GELU, LayerNorm and pooling stay float: ORT's integer versions are slower.
+
+The measurements behind each rule are in docs/onnxruntime-qdq.md.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from acekit.ir.quant import Granularity, QuantSpec
+from acekit.quant.rules import OpRule, QuantRules
+
+#: Target options this target reads (``deployment.target_options``).
+OPTIONS = {
+    "activation_type": "uint8 (default) or int8",
+    "weight_reduce_range": "auto (default: 7-bit weights on x86 without VNNI), true or false",
+    "opset": "ONNX opset of the export (default 17)",
+}
+
+_CONV = OpRule(activations=(0,), weight=1, weight_axis=0, output=True)
+_OPS: Mapping[str, OpRule] = {
+    "conv1d": _CONV,
+    "conv2d": _CONV,
+    "conv3d": _CONV,
+    "linear": OpRule(activations=(0,), weight=1, weight_axis=0),
+    "matmul": OpRule(activations=(0, 1)),
+}
+
+
+@cache
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has AVX-512 VNNI or AVX-VNNI (u8 x s8 dot products)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return False
+    flags = cpuinfo.read_text(errors="replace")
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def is_x86() -> bool:
+    """Whether this machine is x86-64 (where ORT's u8/s8 kernel choices apply)."""
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def quantization_rules(options: Mapping[str, Any]) -> QuantRules:
+    """The ORT CPU scheme for this machine, adjusted by ``options``."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown ONNX Runtime target option(s) {', '.join(unknown)}; known: "
+            + "; ".join(f"{k}: {v}" for k, v in OPTIONS.items())
+        )
+    activation_type = str(options.get("activation_type", "uint8"))
+    if activation_type not in ("uint8", "int8"):
+        raise ValueError(f"activation_type must be uint8 or int8, got {activation_type!r}")
+    reduce = options.get("weight_reduce_range", "auto")
+    if reduce == "auto":
+        reduce = is_x86() and not cpu_has_vnni()
+    if not isinstance(reduce, bool):
+        raise ValueError(f"weight_reduce_range must be auto, true or false, got {reduce!r}")
+    signed = activation_type == "int8"
+    activation = QuantSpec(bits=8, signed=signed, symmetric=False)
+    weight = QuantSpec(
+        bits=7 if reduce else 8,
+        signed=True,
+        symmetric=True,
+        granularity=Granularity.PER_CHANNEL,
+        axis=0,
+    )
+    why = "u8 activations x s8 per-channel weights"
+    if signed:
+        why = "s8 activations (as the options ask; on x86 ORT fuses fewer ops than with u8)"
+    elif cpu_has_vnni():
+        why += " (VNNI: ORT's integer kernels run u8 x s8 at 4x the float multiply rate)"
+    elif reduce:
+        why += ", 7-bit weights (no VNNI: avoids saturating the 16-bit intermediates)"
+    return QuantRules(
+        activation=activation,
+        weight=weight,
+        ops=_OPS,
+        activation_bits=(8,),
+        weight_bits=(2, 3, 4, 5, 6, 7, 8),
+        absorbed=frozenset({"relu", "relu6", "hardtanh"}),
+        reason=why,
+    )

@@ -1,0 +1,138 @@
+"""The ``quantize`` pass: mark the tensors to quantize with the target's rules.
+
+For every op the target runs quantized (its :class:`~acekit.quant.QuantRules`), the
+activation inputs get the target's activation spec, the weight its per-channel weight
+spec and, where the target fuses ``DQ -> op -> Q``, the output an activation spec.
+Skips and bit widths come from the settings. Scales are left empty: ``calibrate``
+measures them.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+
+from acekit.ir.graph import Graph, Node, Value
+from acekit.ir.quant import QuantSpec
+from acekit.logging import get_logger
+from acekit.passes import Pass, PassResult
+from acekit.quant.context import current_context
+from acekit.quant.rules import OpRule, QuantRules
+from acekit.settings import Settings
+from acekit_ptq.selection import Selection, select
+
+log = get_logger(__name__)
+
+
+@attrs.frozen
+class Quantize(Pass):
+    """Annotate the graph with quantization specs (no scales yet)."""
+
+    name: ClassVar[str] = "quantize"
+    summary: ClassVar[str] = "mark the tensors to quantize with the target's rules and the skips"
+
+    def run(self, graph: Graph) -> PassResult:
+        """Set ``Value.quant`` on the inputs, weights and outputs of quantizable ops."""
+        context = current_context(self.name)
+        rules, settings = context.rules, context.settings
+        selection = select(graph, settings, rules)
+        for node in graph.nodes:
+            for value in node.outputs:
+                value.quant = None
+        quantized = skipped = 0
+        for node in list(graph.nodes):
+            rule = rules.ops.get(node.op)
+            if rule is None:
+                continue
+            reason = selection.skipped.get(node.name)
+            if reason is None:
+                reason = _unsupported_bits(node, rules, selection, settings)
+            if reason is not None:
+                _mark_skipped(node, rule, reason)
+                log.info(f"Quantization: Keeping node '{node.name}' in float ({reason})")
+                skipped += 1
+                continue
+            activation_bits = selection.activation_bits.get(
+                node.name, settings.quantization.activations_num_bits
+            )
+            weight_bits = selection.weight_bits.get(
+                node.name, settings.quantization.weights_num_bits
+            )
+            _annotate(node, rule, rules, activation_bits, weight_bits)
+            quantized += 1
+        context.notes["quantized"] = quantized
+        context.notes["skipped"] = skipped
+        return PassResult(graph, quantized > 0, {"quantized": quantized, "skipped": skipped})
+
+
+def _unsupported_bits(
+    node: Node, rules: QuantRules, selection: Selection, settings: Settings
+) -> str | None:
+    abits = selection.activation_bits.get(node.name, settings.quantization.activations_num_bits)
+    wbits = selection.weight_bits.get(node.name, settings.quantization.weights_num_bits)
+    if abits not in rules.activation_bits:
+        return f"the target runs {abits}-bit activations in float only"
+    if wbits not in rules.weight_bits:
+        return f"the target runs {wbits}-bit weights in float only"
+    return None
+
+
+def _annotate(
+    node: Node, rule: OpRule, rules: QuantRules, activation_bits: int, weight_bits: int
+) -> None:
+    activation = rules.activation_spec(activation_bits)
+    inputs = node.inputs
+    for index in rule.activations:
+        if index < len(inputs) and index != rule.weight:
+            value = inputs[index]
+            if _is_parameter(value):
+                _mark(value, rules.weight_spec(None, weight_bits))
+            elif not _is_constant(value):
+                _mark(value, activation)
+    if rule.weight is not None and rule.weight < len(inputs):
+        weight = inputs[rule.weight]
+        if _is_parameter(weight):
+            _mark(weight, rules.weight_spec(rule.weight_axis, weight_bits))
+        elif not _is_constant(weight):
+            _mark(weight, activation)
+    if rule.output and node.outputs:
+        output = node.outputs[0]
+        while len(output.users) == 1 and output.users[0].op in rules.absorbed:
+            output = output.users[0].outputs[0]
+        _mark(output, activation)
+
+
+def _mark_skipped(node: Node, rule: OpRule, reason: str) -> None:
+    skipped = QuantSpec.skipped(reason)
+    if rule.weight is not None and rule.weight < len(node.inputs):
+        weight = node.inputs[rule.weight]
+        if _is_parameter(weight) and weight.quant is None:
+            weight.quant = skipped
+    for value in node.outputs:
+        if value.quant is None:
+            value.quant = skipped
+
+
+def _mark(value: Value, spec: QuantSpec) -> None:
+    if not _is_float(value):
+        return
+    current = value.quant
+    if current is None or current.skip:
+        value.quant = spec
+    elif current.bits < spec.bits:
+        # Two readers want different widths: the wider one serves both.
+        value.quant = attrs.evolve(current, bits=spec.bits)
+
+
+def _is_float(value: Value) -> bool:
+    dtype = value.type.dtype
+    return dtype is None or dtype.is_floating_point
+
+
+def _is_parameter(value: Value) -> bool:
+    return value.producer is not None and value.producer.op == "parameter"
+
+
+def _is_constant(value: Value) -> bool:
+    return value.producer is not None and value.producer.op == "constant"
