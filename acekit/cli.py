@@ -5,6 +5,8 @@ a function declaring its arguments and a function running it)::
 
     acekit --version
     acekit plugins [--json]
+    acekit demo [--out DIR]
+    acekit quantize MODEL --input-shape 1,3,224,224 [--calibration ...] [--out DIR]
 """
 
 from __future__ import annotations
@@ -155,17 +157,38 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     from acekit.demo import run_demo
 
-    report = run_demo(Path(args.out))
-    print(report.format())
+    run_demo(Path(args.out))  # the report is the run log's last block
     return 0
+
+
+def _configure_quantize(parser: argparse.ArgumentParser) -> None:
+    from acekit.cli_quantize import configure
+
+    configure(parser)
+
+
+def _run_quantize(args: argparse.Namespace) -> int:
+    from acekit.cli_quantize import QuantizeCommandError, run
+
+    try:
+        return run(args)
+    except QuantizeCommandError as error:
+        print(f"acekit quantize: error: {error}", file=sys.stderr)
+        return 2
 
 
 #: The subcommands, by name.
 COMMANDS: dict[str, Command] = {
     "demo": Command(
-        help="parse, clean and check torchvision resnet18 end to end (writes out/demo)",
+        help="quantize torchvision resnet18 for ONNX Runtime and report speed and fidelity",
         configure=_configure_demo,
         run=_run_demo,
+        log_level=logging.INFO,
+    ),
+    "quantize": Command(
+        help="quantize your model (package.module:factory or TorchScript file) and deploy it",
+        configure=_configure_quantize,
+        run=_run_quantize,
         log_level=logging.INFO,
     ),
     "plugins": Command(

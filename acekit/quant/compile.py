@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ from acekit.plugin import plugin_versions
 from acekit.quant.context import QuantContext, use_context
 from acekit.quant.data import CalibrationData, Select
 from acekit.quant.targets import resolve_target, target_rules
-from acekit.runtime.quantized import QuantizedModule
+from acekit.runtime.quantized import CompileReport, QuantizedModule
 from acekit.settings import QuantizationAlgorithm, Settings
 
 log = get_logger(__name__)
@@ -107,14 +108,32 @@ def quantize_parsed(
     with run_logging(logs_dir, extra_versions=plugin_versions()) as run:
         run.log_block(settings.format())
         log.info(f"Target: {target.title}: {rules.reason}")
+        started = time.perf_counter()
         graph = parse_model()
+        parsed = len(graph)
         log.info(f"Running pipeline: {steps.spec()}")
         context = QuantContext(settings, rules, target.name, data, device)
         with use_context(context):
-            graph = steps.run(graph).graph
+            result = steps.run(graph)
+        graph = result.graph
         learnable = settings.quantization.quantization_algorithm is QuantizationAlgorithm.QAT
         module = QuantizedModule(graph, settings, learnable_scales=learnable)
         _log_processed(graph)
+        module.report = CompileReport(
+            pipeline=steps.spec(),
+            parsed_nodes=parsed,
+            final_nodes=len(graph),
+            removed=tuple(
+                (name, int(r.stats["removed"]))
+                for name, r in result.results
+                if "removed" in r.stats
+            ),
+            quantized=int(context.notes.get("quantized", 0)),
+            skipped=int(context.notes.get("skipped", 0)),
+            calibration_batches=int(context.notes.get("calibration_batches", 0)),
+            seconds=time.perf_counter() - started,
+            log_path=run.path,
+        )
     return module.to(device)
 
 

@@ -32,6 +32,21 @@ log = get_logger(__name__)
 _FORMAT = "acekit.quantized-module/1"
 
 
+@attrs.frozen
+class CompileReport:
+    """What ``acekit.compile`` did: the pipeline, node counts, time and the log file."""
+
+    pipeline: str
+    parsed_nodes: int
+    final_nodes: int
+    removed: tuple[tuple[str, int], ...]
+    quantized: int
+    skipped: int
+    calibration_batches: int
+    seconds: float
+    log_path: Path | None = None
+
+
 class QuantizedModuleFileError(ValueError):
     """A file given to :func:`load` is not a saved QuantizedModule."""
 
@@ -51,6 +66,8 @@ class QuantizedModule(nn.Module):
         self.settings = settings
         self.learnable_scales = learnable_scales
         self.graph_module = to_module(graph, quantize=True, learnable_scales=learnable_scales)
+        #: What compile did (``None`` for a module loaded from a file).
+        self.report: CompileReport | None = None
 
     def forward(self, *inputs: Any) -> Any:
         """Run the quantized model (fake quantization in float)."""
@@ -110,9 +127,7 @@ class QuantizedModule(nn.Module):
         """Draw the quantized graph (SVG, or .dot without graphviz's ``dot``); return it."""
         from acekit.visualize import render
 
-        written = render(self.sync_graph(), path)
-        log.info(f"Saved graph visualization to: {written}")
-        return written
+        return render(self.sync_graph(), path)
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
         """Save graph, weights, scales and settings to ``path`` atomically; return it.

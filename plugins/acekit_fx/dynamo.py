@@ -122,7 +122,23 @@ def _root_name(gm: torch.fx.GraphModule) -> str:
             path, kind = next(iter(stack.values()))
             if normalise_module_path(str(path)) == "":
                 return str(getattr(kind, "__name__", kind)).rpartition(".")[2]
-    return "Model"
+    return _compiled_module_class() or "Model"
+
+
+def _compiled_module_class() -> str | None:
+    """The class of the module whose forward dynamo is compiling, when it tells.
+
+    Dynamo's module stacks start below the root module; the frame being translated
+    still holds ``self``. Private API: any failure just means no name.
+    """
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        translator = InstructionTranslator.current_tx()
+        owner = translator.f_locals.get("self") if translator is not None else None
+    except Exception:
+        return None
+    return type(owner).__name__ if isinstance(owner, torch.nn.Module) else None
 
 
 def make_backend(

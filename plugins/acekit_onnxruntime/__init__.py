@@ -36,6 +36,12 @@ class OnnxRuntimeTarget:
 
         return quantization_rules(options)
 
+    def load(self, path: str | os.PathLike[str], **options: Any) -> Any:
+        """A callable running the model at ``path`` in ORT (tensors in, tensors out)."""
+        from acekit_onnxruntime.session import OrtRunner
+
+        return OrtRunner(path, **options)
+
     def export(
         self, graph: Graph, path: str | os.PathLike[str], options: Mapping[str, Any]
     ) -> Path:

@@ -1,0 +1,172 @@
+"""The ``clika`` torch.compile backend: ``torch.compile(model, backend="clika")``.
+
+Registered in the ``torch_dynamo_backends`` entry-point group, so torch finds it by name
+without ``import acekit``. Dynamo hands the backend the captured graph; the backend runs
+the whole acekit job on it (parse, clean, quantize, calibrate with
+``options["calibration_inputs"]``) and the compiled model then runs the
+:class:`~acekit.runtime.quantized.QuantizedModule`.
+
+torch.compile is lazy: the job runs on the first call. After it, the compiled module
+also answers ``export(path)``, ``visualize(path)``, ``save(path)`` and
+``quantized_module()``, which torch's ``OptimizedModule`` gains when this backend is
+looked up (they defer to the user's model for any module compiled with another backend).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from acekit.runtime.quantized import QuantizedModule
+
+__all__ = ["ClikaBackendError", "clika_backend", "quantized_module"]
+
+#: Options ``torch.compile(..., options=...)`` may give, passed to ``acekit.compile``.
+OPTIONS = ("settings", "calibration_inputs", "select", "pipeline", "logs_dir")
+
+# id of a parameter dynamo lifted from a user's model -> (weak ref to it, the
+# QuantizedModule made for it). Keyed by id because tensors compare elementwise; the
+# entry goes when the parameter is collected.
+_COMPILED: dict[int, tuple[weakref.ref[torch.Tensor], QuantizedModule]] = {}
+
+
+def _remember(parameter: torch.Tensor, module: QuantizedModule) -> None:
+    key = id(parameter)
+    _COMPILED[key] = (weakref.ref(parameter, lambda _: _COMPILED.pop(key, None)), module)
+
+
+def _lookup(parameter: torch.Tensor) -> QuantizedModule | None:
+    entry = _COMPILED.get(id(parameter))
+    if entry is None or entry[0]() is not parameter:
+        return None
+    return entry[1]
+
+
+class ClikaBackendError(RuntimeError):
+    """The clika backend was used wrongly (unknown option, asked before the first call)."""
+
+
+def clika_backend(
+    gm: torch.fx.GraphModule,
+    example_inputs: list[Any],
+    options: Mapping[str, Any] | None = None,
+    **unused: Any,
+) -> Callable[..., Any]:
+    """Quantize the graph dynamo captured; return the function dynamo calls instead."""
+    from acekit.api import parse
+    from acekit.quant.compile import quantize_parsed
+    from acekit_fx.dynamo import classify_placeholder, parse_dynamo_graph, user_input_positions
+
+    given = dict(options or {})
+    unknown = sorted(set(given) - set(OPTIONS))
+    if unknown:
+        raise ClikaBackendError(
+            f"unknown clika backend option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}"
+        )
+    positions = user_input_positions(gm, example_inputs)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    names = [classify_placeholder(placeholders[i], example_inputs[i])[1] for i in positions]
+    inputs = tuple(example_inputs[i] for i in positions)
+    owner = _whole_module()
+    if owner is not None:
+        # Dynamo captured the module's whole forward: parse the module itself, so the
+        # graph, its names and the log are exactly those of acekit.compile(model).
+        def parse_model() -> Any:
+            return parse(owner, inputs)
+    else:
+
+        def parse_model() -> Any:
+            return parse_dynamo_graph(gm, example_inputs)
+
+    module = quantize_parsed(
+        parse_model,
+        example_inputs=inputs,
+        input_names=names,
+        calibration_inputs=given.get("calibration_inputs"),
+        settings=given.get("settings"),
+        select=given.get("select"),
+        pipeline=given.get("pipeline"),
+        logs_dir=str(given.get("logs_dir", "logs")),
+    )
+    for i, example in enumerate(example_inputs):
+        if i not in positions and isinstance(example, torch.nn.Parameter):
+            _remember(example, module)
+
+    def run(*args: Any) -> Any:
+        result = module(*(args[i] for i in positions))
+        return result if isinstance(result, tuple) else (result,)
+
+    return run
+
+
+def _whole_module() -> torch.nn.Module | None:
+    """The module whose whole ``forward`` dynamo captured in one graph, else ``None``.
+
+    Reads dynamo's translator (private API, so any surprise means ``None``): there is no
+    graph break, and the frame compiled is ``forward`` of the module in ``self``.
+    """
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        translator = InstructionTranslator.current_tx()
+        reason = translator.output.compile_subgraph_reason
+        owner = translator.f_locals.get("self")
+        whole = (
+            reason is not None
+            and not reason.graph_break
+            and isinstance(owner, torch.nn.Module)
+            and translator.f_code is type(owner).forward.__code__
+        )
+    except Exception:
+        return None
+    return owner if whole else None
+
+
+def quantized_module(compiled: torch.nn.Module) -> QuantizedModule:
+    """The QuantizedModule behind a model compiled with ``backend="clika"``.
+
+    Raises :class:`ClikaBackendError` before the compiled model's first call (dynamo
+    compiles lazily) or for a model compiled with another backend.
+    """
+    original = getattr(compiled, "_orig_mod", compiled)
+    for parameter in original.parameters():
+        found = _lookup(parameter)
+        if found is not None:
+            return found
+    raise ClikaBackendError(
+        f"{type(original).__name__} has no clika-compiled module yet: torch.compile is lazy, "
+        "call the compiled model once (the quantization runs on the first call)"
+    )
+
+
+def _method(name: str) -> Callable[..., Any]:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        original = getattr(self, "_orig_mod", None)
+        try:
+            module = quantized_module(self)
+        except ClikaBackendError:
+            own = getattr(original, name, None)
+            if callable(own):  # the user's model has its own method of that name
+                return own(*args, **kwargs)
+            raise
+        return getattr(module, name)(*args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = f"QuantizedModule.{name} of a model compiled with backend='clika'."
+    return method
+
+
+def _install_methods() -> None:
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    for name in ("export", "visualize", "save"):
+        if not hasattr(OptimizedModule, name):
+            setattr(OptimizedModule, name, _method(name))
+    if not hasattr(OptimizedModule, "quantized_module"):
+        OptimizedModule.quantized_module = quantized_module  # type: ignore[attr-defined]
+
+
+_install_methods()
