@@ -24,6 +24,7 @@ from acekit.plugin import plugin_versions
 from acekit.quant.context import QuantContext, use_context
 from acekit.quant.data import CalibrationData, Select
 from acekit.quant.targets import resolve_target, target_rules
+from acekit.runtime.distributed import check_process_group
 from acekit.runtime.quantized import CompileReport, QuantizedModule
 from acekit.settings import QuantizationAlgorithm, Settings
 
@@ -92,6 +93,8 @@ def quantize_parsed(
     settings = settings if settings is not None else Settings()
     if not isinstance(settings, Settings):
         raise TypeError(f"settings must be an acekit.Settings, got {type(settings).__name__}")
+    if settings.distributed.multi_gpu:
+        check_process_group()
     target = resolve_target(settings.deployment.target_framework)
     rules = target_rules(target, dict(settings.deployment.target_options))
     steps = (
@@ -134,7 +137,8 @@ def quantize_parsed(
             seconds=time.perf_counter() - started,
             log_path=run.path,
         )
-    return module.to(device)
+    module = module.to(device)
+    return module.distribute() if settings.distributed.multi_gpu else module
 
 
 def _needs_data(pipeline: Pipeline) -> bool:

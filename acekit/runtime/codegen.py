@@ -195,8 +195,6 @@ class _Builder:
         holder = self._owner_of(f"{QUANTIZERS}.{key}.scale")
         scale = torch.tensor(spec.scale, dtype=torch.float32)
         zero_point = torch.tensor(spec.zero_point, dtype=torch.int32)
-        if spec.axis is None:
-            scale, zero_point = scale.reshape(()), zero_point.reshape(())
         if self.learnable_scales:
             holder.register_parameter("scale", nn.Parameter(scale))
         else:

@@ -47,6 +47,10 @@ class CompileReport:
     log_path: Path | None = None
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint of another model or other settings was given to load_state_dict."""
+
+
 class QuantizedModuleFileError(ValueError):
     """A file given to :func:`load` is not a saved QuantizedModule."""
 
@@ -68,16 +72,107 @@ class QuantizedModule(nn.Module):
         self.graph_module = to_module(graph, quantize=True, learnable_scales=learnable_scales)
         #: What compile did (``None`` for a module loaded from a file).
         self.report: CompileReport | None = None
+        # A DDP wrapper runs training steps; kept out of the module tree so that
+        # state_dict keys stay those of graph_module.
+        self.__dict__["_replicated"] = None
+        self._told_scales_fixed = False
 
     def forward(self, *inputs: Any) -> Any:
         """Run the quantized model (fake quantization in float)."""
+        if self.training and torch.is_grad_enabled():
+            self._tell_scales_fixed()
+            replicated = self.__dict__["_replicated"]
+            if replicated is not None:
+                return replicated(*inputs)
         return self.graph_module(*inputs)
+
+    def distribute(self) -> QuantizedModule:
+        """Train on all ranks: DDP, or FSDP2 sharding with ``use_sharding`` (in place).
+
+        Every rank first takes rank 0's weights and scales. Needs an initialised
+        torch.distributed process group.
+        """
+        from acekit.runtime import distributed
+
+        distributed.check_process_group()
+        distributed.broadcast_module(self.graph_module)
+        if self.settings.distributed.use_sharding:
+            distributed.shard(self.graph_module)
+            log.info("Distributed training: parameters sharded across ranks (FSDP2)")
+        else:
+            self.__dict__["_replicated"] = distributed.replicate(self.graph_module)
+            log.info("Distributed training: replicated on every rank (DDP)")
+        return self
+
+    def _tell_scales_fixed(self) -> None:
+        if self.learnable_scales or self._told_scales_fixed:
+            return
+        self._told_scales_fixed = True
+        log.info(
+            "Training a module compiled for post-training quantization: weights train, "
+            "quantization scales stay fixed (set quantization_algorithm = QAT to learn them)"
+        )
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """What a state_dict must agree on to be loaded here: model and settings."""
+        return {"graph": self.graph.name, "settings": self.settings.to_dict()}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Nothing to restore: :meth:`load_state_dict` has checked it already."""
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """Load a checkpoint of this model, after checking it all fits.
+
+        Raises :class:`CheckpointMismatchError` naming the mismatch (another model,
+        other settings, missing or extra tensors, other shapes) before anything is
+        loaded, so a failed load leaves the module as it was.
+        """
+        problems = self._mismatches(state_dict)
+        if problems:
+            raise CheckpointMismatchError(
+                "the checkpoint does not fit this module, nothing was loaded:\n  "
+                + "\n  ".join(problems)
+            )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _mismatches(self, state_dict: Mapping[str, Any]) -> list[str]:
+        problems: list[str] = []
+        extra = state_dict.get("_extra_state")
+        if isinstance(extra, Mapping):
+            if extra.get("graph") != self.graph.name:
+                problems.append(f"it is of model {extra.get('graph')!r}, not {self.graph.name!r}")
+            theirs, ours = extra.get("settings", {}), self.settings.to_dict()
+            for section in sorted(set(theirs) | set(ours)):
+                if theirs.get(section) != ours.get(section):
+                    problems.append(
+                        f"settings [{section}] differ: checkpoint {theirs.get(section)}, "
+                        f"module {ours.get(section)}"
+                    )
+        own = self.state_dict()
+        for key in sorted(set(own) - set(state_dict)):
+            problems.append(f"missing tensor {key!r}")
+        for key in sorted(set(state_dict) - set(own)):
+            problems.append(f"unexpected tensor {key!r}")
+        for key in sorted(set(own) & set(state_dict)):
+            mine, given = own[key], state_dict[key]
+            tensors = isinstance(mine, torch.Tensor) and isinstance(given, torch.Tensor)
+            if tensors and mine.shape != given.shape:
+                problems.append(
+                    f"{key!r} has shape {tuple(given.shape)}, expected {tuple(mine.shape)}"
+                )
+        return problems
 
     # -- keeping the graph current -----------------------------------------------------
 
     def sync_graph(self) -> Graph:
         """Copy the module's current weights and scales into :attr:`graph`; return it."""
-        state = self.graph_module.state_dict()
+        from acekit.runtime.distributed import full_tensor
+
+        state = {key: full_tensor(t) for key, t in self.graph_module.state_dict().items()}
         for ref in list(self.graph.tensors):
             if ref in state:
                 self.graph.tensors[ref] = state[ref].detach().to("cpu").clone()
@@ -107,21 +202,26 @@ class QuantizedModule(nn.Module):
 
         Raises :class:`acekit.fileio.OutputPathError` before any work when ``path``
         exists (unless ``overwrite``) or cannot be written; the file is written
-        atomically.
+        atomically. In distributed training call it on every rank: the weights are
+        gathered from all of them and rank 0 writes the file.
         """
         from acekit.plugin import get_plugin_manager
         from acekit.quant.targets import resolve_target
+        from acekit.runtime.distributed import on_rank_zero
 
-        destination = check_output_path(path, overwrite=overwrite)
         name = target or self.settings.deployment.target_framework
         chosen = resolve_target(name)
         graph = self.sync_graph()
-        written = Path(
-            chosen.export(graph, destination, dict(self.settings.deployment.target_options))
-        )
-        get_plugin_manager().export_done(written, chosen, graph)
-        log.info(f"Saved final model: {written}")
-        return written
+
+        def write() -> Path:
+            destination = check_output_path(path, overwrite=overwrite)
+            options = dict(self.settings.deployment.target_options)
+            written = Path(chosen.export(graph, destination, options))
+            get_plugin_manager().export_done(written, chosen, graph)
+            log.info(f"Saved final model: {written}")
+            return written
+
+        return on_rank_zero(write, Path(path))
 
     def visualize(self, path: str | os.PathLike[str]) -> Path:
         """Draw the quantized graph (SVG, or .dot without graphviz's ``dot``); return it."""
@@ -133,19 +233,27 @@ class QuantizedModule(nn.Module):
         """Save graph, weights, scales and settings to ``path`` atomically; return it.
 
         Training checkpoints overwrite by default: a crash mid-write leaves the last
-        complete file in place.
+        complete file in place. In distributed training call it on every rank; rank 0
+        writes the file.
         """
-        destination = check_output_path(path, overwrite=overwrite)
-        payload = {
-            "format": _FORMAT,
-            "graph": graph_to_dict(self.sync_graph()),
-            "settings": self.settings.to_dict(),
-            "learnable_scales": self.learnable_scales,
-            "training": self.training,
-        }
-        written = atomic_torch_save(payload, destination)
-        log.info(f"Saved quantized model: {written}")
-        return written
+        from acekit.runtime.distributed import on_rank_zero
+
+        graph = self.sync_graph()
+
+        def write() -> Path:
+            destination = check_output_path(path, overwrite=overwrite)
+            payload = {
+                "format": _FORMAT,
+                "graph": graph_to_dict(graph),
+                "settings": self.settings.to_dict(),
+                "learnable_scales": self.learnable_scales,
+                "training": self.training,
+            }
+            written = atomic_torch_save(payload, destination)
+            log.info(f"Saved quantized model: {written}")
+            return written
+
+        return on_rank_zero(write, Path(path))
 
 
 def load(path: str | os.PathLike[str]) -> QuantizedModule:

@@ -56,9 +56,7 @@ def clika_backend(
     **unused: Any,
 ) -> Callable[..., Any]:
     """Quantize the graph dynamo captured; return the function dynamo calls instead."""
-    from acekit.api import parse
-    from acekit.quant.compile import quantize_parsed
-    from acekit_fx.dynamo import classify_placeholder, parse_dynamo_graph, user_input_positions
+    from acekit_fx.dynamo import user_input_positions
 
     given = dict(options or {})
     unknown = sorted(set(given) - set(OPTIONS))
@@ -67,10 +65,45 @@ def clika_backend(
             f"unknown clika backend option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}"
         )
     positions = user_input_positions(gm, example_inputs)
+    lifted = [
+        example
+        for i, example in enumerate(example_inputs)
+        if i not in positions and isinstance(example, torch.nn.Parameter)
+    ]
+    owner = _whole_module()
+    # Dynamo compiles the whole forward again when a guard fails (train/eval, grad mode,
+    # new shapes): the model keeps the QuantizedModule it has, scales and training
+    # included. Partial graphs (graph breaks) are each quantized on their own.
+    module = None
+    if owner is not None:
+        module = next((m for m in map(_lookup, lifted) if m is not None), None)
+    if module is None:
+        module = _quantize(gm, example_inputs, positions, given, owner)
+        for parameter in lifted:
+            _remember(parameter, module)
+
+    def run(*args: Any) -> Any:
+        result = module(*(args[i] for i in positions))
+        return result if isinstance(result, tuple) else (result,)
+
+    return run
+
+
+def _quantize(
+    gm: torch.fx.GraphModule,
+    example_inputs: list[Any],
+    positions: list[int],
+    options: Mapping[str, Any],
+    owner: torch.nn.Module | None,
+) -> QuantizedModule:
+    """Run acekit's job on the graph dynamo captured (on ``owner`` when it is whole)."""
+    from acekit.api import parse
+    from acekit.quant.compile import quantize_parsed
+    from acekit_fx.dynamo import classify_placeholder, parse_dynamo_graph
+
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     names = [classify_placeholder(placeholders[i], example_inputs[i])[1] for i in positions]
     inputs = tuple(example_inputs[i] for i in positions)
-    owner = _whole_module()
     if owner is not None:
         # Dynamo captured the module's whole forward: parse the module itself, so the
         # graph, its names and the log are exactly those of acekit.compile(model).
@@ -81,25 +114,16 @@ def clika_backend(
         def parse_model() -> Any:
             return parse_dynamo_graph(gm, example_inputs)
 
-    module = quantize_parsed(
+    return quantize_parsed(
         parse_model,
         example_inputs=inputs,
         input_names=names,
-        calibration_inputs=given.get("calibration_inputs"),
-        settings=given.get("settings"),
-        select=given.get("select"),
-        pipeline=given.get("pipeline"),
-        logs_dir=str(given.get("logs_dir", "logs")),
+        calibration_inputs=options.get("calibration_inputs"),
+        settings=options.get("settings"),
+        select=options.get("select"),
+        pipeline=options.get("pipeline"),
+        logs_dir=str(options.get("logs_dir", "logs")),
     )
-    for i, example in enumerate(example_inputs):
-        if i not in positions and isinstance(example, torch.nn.Parameter):
-            _remember(example, module)
-
-    def run(*args: Any) -> Any:
-        result = module(*(args[i] for i in positions))
-        return result if isinstance(result, tuple) else (result,)
-
-    return run
 
 
 def _whole_module() -> torch.nn.Module | None:
