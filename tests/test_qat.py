@@ -210,3 +210,19 @@ def test_two_processes_end_with_the_same_model(tmp_path: Path, sharding: bool) -
     result = torch.load(tmp_path / "result.pt", weights_only=True)
     assert result == {"calibrated": True, "trained": True, "changed": True}
     assert (tmp_path / "model.onnx").stat().st_size > 0
+
+
+def test_the_deployed_model_equals_the_trained_simulation(tmp_path: Path) -> None:
+    from acekit_onnxruntime.session import OrtRunner
+
+    teacher, qm = _compile(QAT, tmp_path)
+    qm.train()
+    optimizer = torch.optim.SGD(qm.parameters(), lr=0.05)
+    for step in range(4):
+        _step(qm, teacher, optimizer, step)
+    qm.eval()
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        simulated = qm(x)
+    deployed = OrtRunner(qm.export(tmp_path / "trained.onnx"))(x)[0]
+    assert torch.allclose(simulated, deployed, atol=1e-4), (simulated - deployed).abs().max()

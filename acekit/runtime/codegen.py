@@ -22,7 +22,7 @@ import torch.fx
 from torch import nn
 
 from acekit.ir.graph import Graph, Node, Value
-from acekit.runtime.fake_quant import fake_quantize
+from acekit.runtime.fake_quant import fake_quantize, quantize_bias
 from acekit.runtime.registry import get_kernel
 
 _IDENTIFIER_RE = re.compile(r"[^0-9A-Za-z_]")
@@ -63,6 +63,8 @@ def to_module(
 
 #: The submodule of a generated module that holds the quantizers' scales.
 QUANTIZERS = "quantizers"
+#: Ops whose third input is a bias added to the int32 accumulator of input x weight.
+BIASED_OPS = frozenset({"conv1d", "conv2d", "conv3d", "linear"})
 #: The submodule of a generated module that holds the taps.
 TAPS = "taps"
 
@@ -89,6 +91,7 @@ class _Builder:
         self.learnable_scales = learnable_scales
         self.quantizers: dict[str, str] = {}
         self.tapped: dict[str, str] = {}
+        self.scales: dict[int, torch.fx.Node] = {}
         self.root = nn.Module()
         self.fx = torch.fx.Graph()
         self.env: dict[int, Any] = {}
@@ -151,6 +154,8 @@ class _Builder:
         except KeyError as error:
             raise CodegenError(f"cannot generate {node.describe()}: {error}") from None
         args = tuple(self._read(value, node) for value in node.inputs)
+        if node.op in BIASED_OPS and len(node.inputs) > 2:
+            args = self._quantized_bias(node, args)
         kwargs = dict(node.attrs)
         if kernel.uses_training and kwargs.get("training") is None:
             kwargs["training"] = self._training_flag()
@@ -200,16 +205,33 @@ class _Builder:
         else:
             holder.register_buffer("scale", scale)
         holder.register_buffer("zero_point", zero_point)
+        scale_node = self.fx.get_attr(f"{QUANTIZERS}.{key}.scale")
+        self.scales[id(value)] = scale_node
         return self.fx.call_function(
             fake_quantize,
             (
                 fx_value,
-                self.fx.get_attr(f"{QUANTIZERS}.{key}.scale"),
+                scale_node,
                 self.fx.get_attr(f"{QUANTIZERS}.{key}.zero_point"),
             ),
             {"qmin": spec.qmin, "qmax": spec.qmax, "axis": spec.axis},
             name=f"{key}_fq",
         )
+
+    def _quantized_bias(self, node: Node, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Round the bias to the int32 grid of ``s_input * s_weight`` when both quantize.
+
+        Integer runtimes add the bias to the int32 accumulator; simulating that rounding
+        keeps ``qm(x)`` and the deployed model in step.
+        """
+        s_input = self.scales.get(id(node.inputs[0]))
+        s_weight = self.scales.get(id(node.inputs[1]))
+        if s_input is None or s_weight is None:
+            return args
+        bias = self.fx.call_function(
+            quantize_bias, (args[2], s_input, s_weight), name=f"{_fx_name(node.name)}_bias_q"
+        )
+        return (*args[:2], bias, *args[3:])
 
     def _owner_of(self, ref: str) -> nn.Module:
         owner = self.root
