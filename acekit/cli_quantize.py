@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     calibration = load_calibration(args.calibration, shape, settings.training.stats_steps)
     generator = torch.Generator().manual_seed(7)
     evaluation = [(torch.randn(*shape, generator=generator),) for _ in range(8)]
-    report = run_job(
+    run_job(  # the report is the run log's last block
         model,
         name,
         example_inputs=(calibration[0],),
@@ -73,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
         out_dir=Path(args.out),
         settings=settings,
     )
-    print(report.format())
     return 0
 
 

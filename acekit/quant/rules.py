@@ -54,6 +54,10 @@ class QuantRules:
         absorbed: Activation ops the runtime folds into the preceding op's output
             quantization: an op whose only reader is one of these quantizes the
             activation's output instead of its own (``Conv -> ReLU -> Q``).
+        passthrough: Ops that commute with quantization and across which the runtime
+            moves Q/DQ pairs (max pooling, reshape, transpose): an activation they
+            produce is quantized at their input instead, so one scale serves both
+            sides and the op runs on integers.
         reason: One line saying why this scheme, printed in the run log.
     """
 
@@ -63,6 +67,7 @@ class QuantRules:
     activation_bits: tuple[int, ...] = (8,)
     weight_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
     absorbed: frozenset[str] = frozenset()
+    passthrough: frozenset[str] = frozenset()
     reason: str = ""
 
     def activation_spec(self, bits: int | None = None) -> QuantSpec:

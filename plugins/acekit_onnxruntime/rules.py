@@ -14,7 +14,10 @@
   gives a float output (``QGemm`` / ``MatMulIntegerToFloat``): what follows it in a
   transformer (GELU, residual add, LayerNorm) runs fastest and most accurately in float.
   MatMul between two activations (attention) takes quantized inputs, float output.
-* Softmax, GELU, LayerNorm and pooling stay float: ORT's integer versions are slower.
+* Softmax, GELU, LayerNorm and average pooling stay float: ORT's integer versions are
+  slower. Max pooling, reshape and transpose pass quantization through: the tensor is
+  quantized above them, so ORT runs them on u8 (a separate scale after a max pool
+  leaves it float, with layout conversions around it).
 
 The measurements behind each rule are in docs/onnxruntime-qdq.md.
 """
@@ -101,5 +104,8 @@ def quantization_rules(options: Mapping[str, Any]) -> QuantRules:
         activation_bits=(8,),
         weight_bits=(2, 3, 4, 5, 6, 7, 8),
         absorbed=frozenset({"relu", "relu6", "hardtanh"}),
+        passthrough=frozenset(
+            {"max_pool1d", "max_pool2d", "reshape", "permute", "transpose", "contiguous"}
+        ),
         reason=why,
     )

@@ -89,7 +89,7 @@ def _annotate(
             if _is_parameter(value):
                 _mark(value, rules.weight_spec(None, weight_bits))
             elif not _is_constant(value):
-                _mark(value, activation)
+                _mark(_upstream(value, rules), activation)
     if rule.weight is not None and rule.weight < len(inputs):
         weight = inputs[rule.weight]
         if _is_parameter(weight):
@@ -101,6 +101,18 @@ def _annotate(
         while len(output.users) == 1 and output.users[0].op in rules.absorbed:
             output = output.users[0].outputs[0]
         _mark(output, activation)
+
+
+def _upstream(value: Value, rules: QuantRules) -> Value:
+    """Where to quantize ``value``: above the pass-through ops that produce it."""
+    while (
+        value.producer is not None
+        and value.producer.op in rules.passthrough
+        and len(value.producer.outputs) == 1
+        and value.producer.inputs
+    ):
+        value = value.producer.inputs[0]
+    return value
 
 
 def _mark_skipped(node: Node, rule: OpRule, reason: str) -> None:
