@@ -553,10 +553,13 @@ EXCLUDED: dict[str, str] = {
         f"{name}-traced": _FILL_ON_A_VIEW
         for name in ("swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b")
     },
-    **{
-        f"{name}-scripted": _SCRIPTED_SWIN_OPS
-        for name in ("swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b")
-    },
+}
+
+#: Cases that parse and match their model, but whose op counts differ from the fx
+#: parser's graph: only that comparison is left out.
+OP_COUNTS_DIFFER: dict[str, str] = {
+    f"{name}-scripted": _SCRIPTED_SWIN_OPS
+    for name in ("swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b")
 }
 
 
@@ -610,6 +613,8 @@ def test_torchvision_classifier(name: str, convert: Convert) -> None:
     # The parsed module is the reference: a scripted GoogLeNet returns its auxiliary
     # outputs (None in eval) where the eager one returns a tensor.
     assert_equivalent(graph, module, x)
+    if key in OP_COUNTS_DIFFER:
+        return
     ops_parsed = compute_ops(graph)
     del graph, module  # the largest models (ViT-H) need the memory for the fx parse
     gc.collect()
