@@ -391,3 +391,46 @@ def test_transformer_attention_matmuls_run_in_integer_kernels(tmp_path: Path) ->
 def _skipped(node: acekit.ir.Node) -> bool:
     weight = node.inputs[1].quant
     return weight is not None and weight.skip
+
+
+def test_bert_encoder_runs_every_matmul_in_integer_kernels(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        vocab_size=500,
+    )
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = transformers.BertModel(config)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    torch.manual_seed(0)
+    model = Encoder().eval()
+    ids = torch.randint(0, 500, (1, 16))
+    mask = torch.ones(1, 16, dtype=torch.long)
+    mask[0, 12:] = 0
+    qm = acekit.compile(
+        model,
+        example_inputs=(ids, mask),
+        calibration_inputs=[(torch.randint(0, 500, (1, 16)), mask) for _ in range(3)],
+        logs_dir=str(tmp_path),
+    )
+    assert not [n for n in qm.graph.nodes if n.op == "scaled_dot_product_attention"]
+    optimized = tmp_path / "optimized.onnx"
+    session = ort_session(qm.export(tmp_path / "encoder.onnx"), optimized)
+    counts = op_counts(optimized)
+    assert not [op for op in FLOAT_COMPUTE_OPS if counts[op]], counts
+    with torch.no_grad():
+        reference, simulated = model(ids, mask), qm(ids, mask)
+    cosine = torch.nn.functional.cosine_similarity(reference[0, :12], simulated[0, :12], dim=-1)
+    assert float(cosine.mean()) > 0.99
+    names = [i.name for i in session.get_inputs()]
+    deployed = session.run(None, {names[0]: ids.numpy(), names[1]: mask.numpy()})[0]
+    assert torch.allclose(simulated, torch.from_numpy(deployed), atol=1e-4)

@@ -65,6 +65,22 @@ def to_module(
 QUANTIZERS = "quantizers"
 #: Ops whose third input is a bias added to the int32 accumulator of input x weight.
 BIASED_OPS = frozenset({"conv1d", "conv2d", "conv3d", "linear"})
+#: Ops that move or select values without changing them: a quantized tensor stays on
+#: its integer grid through them.
+VALUE_MOVING_OPS = frozenset(
+    {
+        "max_pool1d",
+        "max_pool2d",
+        "reshape",
+        "flatten",
+        "unflatten",
+        "permute",
+        "transpose",
+        "contiguous",
+        "squeeze",
+        "unsqueeze",
+    }
+)
 #: The submodule of a generated module that holds the taps.
 TAPS = "taps"
 
@@ -224,7 +240,7 @@ class _Builder:
         Integer runtimes add the bias to the int32 accumulator; simulating that rounding
         keeps ``qm(x)`` and the deployed model in step.
         """
-        s_input = self.scales.get(id(node.inputs[0]))
+        s_input = self._scale_of(node.inputs[0])
         s_weight = self.scales.get(id(node.inputs[1]))
         if s_input is None or s_weight is None:
             return args
@@ -232,6 +248,15 @@ class _Builder:
             quantize_bias, (args[2], s_input, s_weight), name=f"{_fx_name(node.name)}_bias_q"
         )
         return (*args[:2], bias, *args[3:])
+
+    def _scale_of(self, value: Value) -> torch.fx.Node | None:
+        """The quantization scale ``value`` carries, looking through value-moving ops."""
+        while id(value) not in self.scales:
+            producer = value.producer
+            if producer is None or producer.op not in VALUE_MOVING_OPS or not producer.inputs:
+                return None
+            value = producer.inputs[0]
+        return self.scales[id(value)]
 
     def _owner_of(self, ref: str) -> nn.Module:
         owner = self.root

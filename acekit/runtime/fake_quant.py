@@ -14,6 +14,7 @@ This is how a quantized graph runs in torch. The same call serves three uses:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -84,13 +85,31 @@ def quantize_bias(bias: Tensor | None, input_scale: Tensor, weight_scale: Tensor
     return bias + (rounded - bias).detach()
 
 
+def clamp_weights(tensors: dict[str, Tensor], specs: dict[str, Any]) -> None:
+    """Clamp each weight in ``tensors`` to its spec's integer range (``ref -> spec``).
+
+    Replaces the dict entries with clamped copies; the tensors themselves are untouched.
+    """
+    for ref, spec in specs.items():
+        weight = tensors[ref]
+        scale = torch.tensor(spec.scale, dtype=weight.dtype)
+        zero = torch.tensor(spec.zero_point, dtype=weight.dtype)
+        if spec.axis is not None:
+            shape = [1] * weight.dim()
+            shape[spec.axis % weight.dim()] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        low, high = (spec.qmin - zero) * scale, (spec.qmax - zero) * scale
+        tensors[ref] = torch.minimum(torch.maximum(weight, low), high)
+
+
 def _for_export(
     input: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, axis: int | None
 ) -> Tensor:
     # The exporter knows the full 8-bit ranges only. A narrower range ([-127, 127] of
     # symmetric weights, 4-bit weights in an int8 container) is kept by clamping to it
-    # first: scales learned in QAT can put values beyond it. On weights the clamp is
-    # folded into the integer initializer; full-range activations get none.
+    # first: scales learned in QAT can put values beyond it. Exporters clamp weights
+    # (parameters) in their copy of the graph beforehand (clamp_weights), so the
+    # integer initializer holds the clamped values; full-range activations need none.
     low, high = (0, 255) if qmin >= 0 else (-128, 127)
     if qmax > high or qmin < low:
         raise ValueError(f"cannot export a [{qmin}, {qmax}] quantizer as 8-bit QDQ")
@@ -102,7 +121,7 @@ def _for_export(
         step, offset = scale.reshape(shape), zp.reshape(shape).float()
     else:
         step, offset = scale.reshape(()), zp.reshape(()).float()
-    if (qmin, qmax) != (low, high):
+    if (qmin, qmax) != (low, high) and not isinstance(input, torch.nn.Parameter):
         input = torch.minimum(torch.maximum(input, (qmin - offset) * step), (qmax - offset) * step)
     if axis is None:
         return torch.fake_quantize_per_tensor_affine(

@@ -27,7 +27,9 @@ from onnx import helper, numpy_helper
 
 from acekit.fileio import atomic_write
 from acekit.ir.graph import Graph
+from acekit.ir.serialize import graph_from_dict, graph_to_dict
 from acekit.runtime.codegen import to_module
+from acekit.runtime.fake_quant import clamp_weights
 
 DEFAULT_OPSET = 17
 
@@ -35,7 +37,7 @@ DEFAULT_OPSET = 17
 def export_onnx(graph: Graph, path: str | os.PathLike[str], options: Mapping[str, Any]) -> Path:
     """Write ``graph`` (quantized) as QDQ ONNX at ``path`` atomically; return the path."""
     opset = int(options.get("opset", DEFAULT_OPSET))
-    module = to_module(graph, quantize=True).eval()
+    module = to_module(_with_clamped_weights(graph), quantize=True).eval()
     inputs = tuple(_example(value.type) for value in graph.inputs)
     input_names = [value.name for value in graph.inputs]
     output_names = [
@@ -66,6 +68,27 @@ def export_onnx(graph: Graph, path: str | os.PathLike[str], options: Mapping[str
     model = onnx.shape_inference.infer_shapes(model)
     onnx.checker.check_model(model, full_check=True)
     return atomic_write(path, lambda tmp: onnx.save(model, str(tmp)))
+
+
+def _with_clamped_weights(graph: Graph) -> Graph:
+    """A graph sharing ``graph``'s nodes but holding weights clamped to their ranges.
+
+    Scales learned in QAT can leave weights beyond the integer range; the simulation
+    clips them, and so must the integer initializers. ``graph`` is not changed.
+    """
+    specs = {
+        str(node.attrs["ref"]): node.output.quant
+        for node in graph.nodes
+        if node.op == "parameter"
+        and node.output.quant is not None
+        and not node.output.quant.skip
+        and node.output.quant.scale is not None
+    }
+    if not specs:
+        return graph
+    copy = graph_from_dict(graph_to_dict(graph))
+    clamp_weights(copy.tensors, specs)
+    return copy
 
 
 def _example(type_: Any) -> torch.Tensor:
@@ -199,10 +222,14 @@ def _bias_site(
     return add, index, scale
 
 
+#: ONNX ops that move values without changing them (ORT moves Q/DQ across them).
+_VALUE_MOVING = frozenset({"Transpose", "Reshape", "Flatten", "MaxPool", "Squeeze", "Unsqueeze"})
+
+
 def _dq_scale(lookup: _Model, name: str) -> np.ndarray | None:
-    """The scale of the DequantizeLinear behind ``name`` (through one Transpose)."""
+    """The scale of the DequantizeLinear behind ``name``, through value-moving ops."""
     producer = lookup.producers.get(name)
-    if producer is not None and producer.op_type == "Transpose":
+    while producer is not None and producer.op_type in _VALUE_MOVING:
         producer = lookup.producers.get(producer.input[0])
     if producer is None or producer.op_type != "DequantizeLinear":
         return None

@@ -5,9 +5,10 @@ integer work inside them (the projections and the two attention matmuls) can onl
 quantized when each is its own node. This pass rewrites self-attention into
 ``linear -> unflatten -> permute -> unbind -> mul(scale) -> matmul -> softmax ->
 matmul -> transpose -> flatten -> linear`` with the same result; the projections keep
-the original parameters (same state_dict keys). Forms it does not cover (cross
-attention, masks on nn.MultiheadAttention, returned attention weights, dropout, causal
-or grouped-query SDPA) stay one float op, and the log says so.
+the original parameters (same state_dict keys). SDPA masks, additive or boolean, are
+kept. Forms it does not cover (cross attention, masks on nn.MultiheadAttention,
+returned attention weights, dropout, causal or grouped-query SDPA) stay one float op,
+and the log says so.
 """
 
 from __future__ import annotations
@@ -77,8 +78,6 @@ def _sdpa_unsupported(node: Node) -> str | None:
         return "it is causal or grouped-query"
     if node.attrs.get("dropout_p", 0.0):
         return "it applies dropout"
-    if len(node.inputs) > 3 and not _is_float(node.inputs[3]):
-        return "its mask is boolean"
     if node.attrs.get("scale") is None and _last_dim(node.inputs[0]) is None:
         return "the head size is unknown"
     return None
@@ -153,8 +152,11 @@ def _attention(
     scaled = emit("mul", [q, emit.constant(scale, "scale")], "scale_query").output
     keys = emit("transpose", [k], "keys_t", dim0=-2, dim1=-1).output
     scores = emit("matmul", [scaled, keys], "scores").output
-    if mask is not None:
+    if mask is not None and _is_float(mask):
         scores = emit("add", [scores, mask], "masked").output
+    elif mask is not None:  # boolean: True marks the keys that take part
+        hidden = emit.constant(float("-inf"), "masked_out")
+        scores = emit("where", [mask, scores, hidden], "masked").output
     probs = emit("softmax", [scores], "probs", dim=-1).output
     return emit("matmul", [probs, v], "context").output
 
