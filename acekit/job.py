@@ -63,9 +63,11 @@ class JobReport:
         lines = [
             "",
             f"acekit report: {self.model} for {self.target}",
-            f"  nodes parsed ............ {c.parsed_nodes}",
-            f"  nodes after pipeline .... {c.final_nodes} (removed: {removed})",
-            f"  layers quantized ........ {c.quantized} ({c.skipped} kept in float)",
+            f"  ops parsed .............. {c.parsed_ops} "
+            f"({c.parsed_nodes} graph nodes with inputs, parameters and constants)",
+            f"  ops after pipeline ...... {c.final_ops} ({c.final_nodes} graph nodes; "
+            f"removed: {removed})",
+            f"  ops quantized ........... {c.quantized} ({c.skipped} kept in float)",
             f"  calibration batches ..... {c.calibration_batches}",
             f"  pipeline ................ {c.pipeline}",
             f"  compile time ............ {c.seconds:.1f} s",
@@ -102,29 +104,33 @@ def run_job(
     """Quantize ``model``, deploy it into ``out_dir`` and measure it; return the report."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with run_logging(out_dir / "logs", extra_versions=plugin_versions()):
-        return _run(
-            model, name, example_inputs, calibration, evaluation, out_dir, settings, timing_runs
+        return _measure(
+            _Job(model, name, example_inputs, calibration, evaluation, out_dir, settings),
+            timing_runs,
         )
 
 
-def _run(
-    model: torch.nn.Module,
-    name: str,
-    example_inputs: tuple[torch.Tensor, ...],
-    calibration: Any,
-    evaluation: Sequence[tuple[torch.Tensor, ...]],
-    out_dir: Path,
-    settings: Settings | None,
-    timing_runs: int,
-) -> JobReport:
+@attrs.frozen
+class _Job:
+    model: torch.nn.Module
+    name: str
+    example_inputs: tuple[torch.Tensor, ...]
+    calibration: Any
+    evaluation: Sequence[tuple[torch.Tensor, ...]]
+    out_dir: Path
+    settings: Settings | None
+
+
+def _measure(job: _Job, timing_runs: int) -> JobReport:
     import acekit
 
-    settings = settings if settings is not None else Settings()
+    model, name, evaluation, out_dir = job.model, job.name, job.evaluation, job.out_dir
+    settings = job.settings if job.settings is not None else Settings()
     qm = acekit.compile(
         model,
         settings=settings,
-        example_inputs=example_inputs,
-        calibration_inputs=calibration,
+        example_inputs=job.example_inputs,
+        calibration_inputs=job.calibration,
         logs_dir=str(out_dir / "logs"),
     )
     assert qm.report is not None
@@ -173,18 +179,35 @@ def export_float(qm: QuantizedModule, path: Path) -> Path:
 def time_interleaved(
     first: Callable[..., Any], second: Callable[..., Any], inputs: Sequence[Any], runs: int
 ) -> Latency:
-    """Median ms of ``first`` and ``second``, timed alternately after a warm-up."""
-    for _ in range(3):
-        first(*inputs)
-        second(*inputs)
-    a: list[float] = []
-    b: list[float] = []
-    for _ in range(runs):
-        for run, times in ((first, a), (second, b)):
-            start = time.perf_counter()
-            run(*inputs)
-            times.append(time.perf_counter() - start)
-    return Latency(1e3 * statistics.median(a), 1e3 * statistics.median(b))
+    """Median ms of ``first`` and ``second`` on ``inputs``, timed in alternating blocks."""
+    fp32, int8 = time_alternating([lambda: first(*inputs), lambda: second(*inputs)], runs)
+    return Latency(fp32, int8)
+
+
+def time_alternating(
+    calls: Sequence[Callable[[], Any]], runs: int, block: int = 10, pause: float = 0.05
+) -> list[float]:
+    """Median milliseconds of each call: blocks of ``block`` runs, A B A B ... rounds.
+
+    Blocks rather than single runs alternate, with a ``pause`` between blocks, because
+    ONNX Runtime's worker threads spin for a while after a run (its default, and what
+    makes small kernels fast): a run of another session started inside that spin
+    competes with it for the cores. The first run of each block is not counted.
+    """
+    for call in calls:
+        for _ in range(3):
+            call()
+    times: list[list[float]] = [[] for _ in calls]
+    rounds = max(1, -(-runs // (block - 1)))
+    for _ in range(rounds):
+        for call, kept in zip(calls, times, strict=True):
+            for index in range(block):
+                start = time.perf_counter()
+                call()
+                if index:
+                    kept.append(time.perf_counter() - start)
+            time.sleep(pause)
+    return [1e3 * statistics.median(kept) for kept in times]
 
 
 def sqnr_db(reference: Sequence[torch.Tensor], actual: Sequence[torch.Tensor]) -> float:

@@ -6,10 +6,12 @@ a BERT-style encoder (``transformers.BertModel`` from a config, random weights),
 quantizes the model with acekit (``acekit.compile`` + ``export``) and with ORT
 (``quant_pre_process`` + ``quantize_static``: per-channel s8 weights, u8 activations,
 QDQ), both on the same 32 calibration samples, then measures in ONNX Runtime (CPU
-provider, 2 intra-op threads, sequential, spinning off):
+provider, 2 intra-op threads, sequential, ORT's default thread spinning):
 
-* FP32 (``torch.onnx.export``) and both INT8 models, timed interleaved, median of
-  ``--runs`` runs after warm-up, and the speedups;
+* FP32 (``torch.onnx.export``) and both INT8 models, timed in alternating blocks of 10
+  runs with a 50 ms pause between blocks (A B C A B C ...; the first run of each block
+  not counted), median of at least
+  ``--runs`` runs, and the speedups;
 * the float Conv/Gemm/MatMul left in ORT's optimised model (and what else is there:
   Q/DQ, Reshape, Transpose);
 * fidelity against the torch FP32 model on held-out inputs (output SQNR; for the
@@ -29,7 +31,6 @@ import argparse
 import collections
 import gc
 import math
-import statistics
 import tempfile
 import time
 import traceback
@@ -44,6 +45,7 @@ import torch
 from torch import nn
 
 import acekit
+from acekit.job import time_alternating
 from acekit.settings import TrainingSettings
 from benchmarks.common import machine, peak_rss_mib, reset_peak_rss, today, versions, write_section
 
@@ -238,13 +240,12 @@ def make_case(name: str) -> Case:
 
 
 def session_options(optimized_path: Path | None = None) -> ort.SessionOptions:
-    """The protocol's settings: 2 intra-op threads, sequential, no spinning."""
+    """The protocol's settings: 2 intra-op threads, sequential, ORT's default spinning."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     if optimized_path is not None:
         options.optimized_model_filepath = str(optimized_path)
@@ -285,18 +286,13 @@ def optimized_ops(path: Path, scratch: Path) -> tuple[collections.Counter[str], 
 def time_interleaved(
     sessions: Sequence[ort.InferenceSession], inputs: Inputs, runs: int
 ) -> list[float]:
-    """Median milliseconds of each session, timed A B C A B C ... after a warm-up."""
+    """Median milliseconds of each session, in alternating blocks (see time_alternating)."""
     prepared = [feeds(sess, inputs) for sess in sessions]
-    for sess, feed in zip(sessions, prepared, strict=True):
-        for _ in range(WARMUP):
-            sess.run(None, feed)
-    times: list[list[float]] = [[] for _ in sessions]
-    for _ in range(runs):
-        for index, (sess, feed) in enumerate(zip(sessions, prepared, strict=True)):
-            start = time.perf_counter()
-            sess.run(None, feed)
-            times[index].append((time.perf_counter() - start) * 1000)
-    return [statistics.median(t) for t in times]
+    calls = [
+        (lambda sess=sess, feed=feed: sess.run(None, feed))
+        for sess, feed in zip(sessions, prepared, strict=True)
+    ]
+    return time_alternating(calls, runs)
 
 
 # --------------------------------------------------------------------------- fidelity
@@ -591,11 +587,14 @@ random weights), fed `input_ids` and `attention_mask` (64-128 valid tokens of
 (`stats_steps={CALIBRATION_SAMPLES}`), `acekit.compile` + `export`. ORT: `quant_pre_process`
 + `quantize_static` (QDQ, `per_channel=True`, u8 activations, s8 weights, MinMax, all op
 types). FP32 is `torch.onnx.export` (TorchScript exporter, opset {OPSET}). ORT CPU
-provider, `ORT_ENABLE_ALL`, 2 intra-op threads, 1 inter-op, sequential, spinning off; the
-FP32 model and both INT8 models timed interleaved, median of {runs} runs after {WARMUP}
-warm-up runs each, batch 1. Before the first model, acekit quantizes a tiny conv once and
-ORT's quantization modules are imported, so neither is charged for imports. Both rows of a model
-share the FP32 median.
+provider, `ORT_ENABLE_ALL`, 2 intra-op threads, 1 inter-op, sequential, ORT's default
+thread spinning; the FP32 model and both INT8 models timed in alternating blocks of 10 runs
+with a 50 ms pause between blocks (A B C A B C ..., the first run of each block dropped:
+spinning threads of the previous session would slow it), median of at least {runs} runs
+each after warm-up, batch 1. (With spinning, single runs alternated A B A B starve each
+other: FP32 resnet18 measured 16 ms instead of 8 ms.) Before the first model, acekit
+quantizes a tiny conv once and ORT's quantization modules are imported, so neither is
+charged for imports. Both rows of a model share the FP32 median.
 
 Fidelity: against the torch FP32 model on {EVAL_SAMPLES} held-out inputs; SQNR =
 20·log10(‖ref‖/‖ref - q‖) over all outputs; for the encoder, the cosine similarity of

@@ -434,3 +434,25 @@ def test_bert_encoder_runs_every_matmul_in_integer_kernels(tmp_path: Path) -> No
     names = [i.name for i in session.get_inputs()]
     deployed = session.run(None, {names[0]: ids.numpy(), names[1]: mask.numpy()})[0]
     assert torch.allclose(simulated, torch.from_numpy(deployed), atol=1e-4)
+
+
+def test_a_float_layer_between_quantized_ones_is_reported(tmp_path: Path) -> None:
+    import onnx
+
+    from acekit_onnxruntime.export import layers_ort_will_quantize
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 3), torch.nn.Conv2d(8, 4, 3)
+    ).eval()
+    data = [torch.randn(1, 3, 16, 16) for _ in range(3)]
+    settings = Settings(layers={"1": LayerQuantizationSettings(skip_quantization=True)})
+    qm = acekit.compile(
+        model,
+        settings=settings,
+        example_inputs=(data[0],),
+        calibration_inputs=data,
+        logs_dir=str(tmp_path),
+    )
+    path = qm.export(tmp_path / "model.onnx")
+    assert layers_ort_will_quantize(onnx.load(str(path))) == ["1.weight"]

@@ -23,6 +23,7 @@ from acekit.passes import Pipeline
 from acekit.plugin import plugin_versions
 from acekit.quant.context import QuantContext, use_context
 from acekit.quant.data import CalibrationData, Select
+from acekit.quant.layers import check_layer_keys
 from acekit.quant.targets import resolve_target, target_rules
 from acekit.runtime.distributed import check_process_group
 from acekit.runtime.quantized import CompileReport, QuantizedModule
@@ -113,7 +114,8 @@ def quantize_parsed(
         log.info(f"Target: {target.title}: {rules.reason}")
         started = time.perf_counter()
         graph = parse_model()
-        parsed = len(graph)
+        parsed, parsed_ops = len(graph), count_ops(graph)
+        check_layer_keys(graph, _layer_names(settings))
         log.info(f"Running pipeline: {steps.spec()}")
         context = QuantContext(settings, rules, target.name, data, device)
         with use_context(context):
@@ -125,7 +127,9 @@ def quantize_parsed(
         module.report = CompileReport(
             pipeline=steps.spec(),
             parsed_nodes=parsed,
+            parsed_ops=parsed_ops,
             final_nodes=len(graph),
+            final_ops=count_ops(graph),
             removed=tuple(
                 (name, int(r.stats["removed"]))
                 for name, r in result.results
@@ -139,6 +143,24 @@ def quantize_parsed(
         )
     module = module.to(device)
     return module.distribute() if settings.distributed.multi_gpu else module
+
+
+def _layer_names(settings: Settings) -> list[str]:
+    names = list(settings.layers)
+    names += [
+        layer.skip_quantization_until
+        for layer in settings.layers.values()
+        if layer.skip_quantization_until is not None
+    ]
+    return names
+
+
+def count_ops(graph: Graph) -> int:
+    """Nodes of ``graph`` that compute (not inputs, outputs, parameters or constants)."""
+    return sum(1 for node in graph.nodes if node.op not in _NOT_OPS)
+
+
+_NOT_OPS = frozenset({"input", "output", "parameter", "constant"})
 
 
 def _needs_data(pipeline: Pipeline) -> bool:

@@ -34,11 +34,17 @@ _FORMAT = "acekit.quantized-module/1"
 
 @attrs.frozen
 class CompileReport:
-    """What ``acekit.compile`` did: the pipeline, node counts, time and the log file."""
+    """What ``acekit.compile`` did: the pipeline, node counts, time and the log file.
+
+    Node counts are of the IR graph: ``*_ops`` count operations, ``*_nodes`` also the
+    input, parameter, constant and output nodes.
+    """
 
     pipeline: str
     parsed_nodes: int
+    parsed_ops: int
     final_nodes: int
+    final_ops: int
     removed: tuple[tuple[str, int], ...]
     quantized: int
     skipped: int

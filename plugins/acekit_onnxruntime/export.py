@@ -27,17 +27,20 @@ from onnx import helper, numpy_helper
 
 from acekit.fileio import atomic_write
 from acekit.ir.graph import Graph
-from acekit.ir.serialize import graph_from_dict, graph_to_dict
+from acekit.logging import get_logger
 from acekit.runtime.codegen import to_module
 from acekit.runtime.fake_quant import clamp_weights
 
 DEFAULT_OPSET = 17
 
+log = get_logger(__name__)
+
 
 def export_onnx(graph: Graph, path: str | os.PathLike[str], options: Mapping[str, Any]) -> Path:
     """Write ``graph`` (quantized) as QDQ ONNX at ``path`` atomically; return the path."""
     opset = int(options.get("opset", DEFAULT_OPSET))
-    module = to_module(_with_clamped_weights(graph), quantize=True).eval()
+    module = to_module(graph, quantize=True).eval()
+    _clamp_weights(module, graph)
     inputs = tuple(_example(value.type) for value in graph.inputs)
     input_names = [value.name for value in graph.inputs]
     output_names = [
@@ -65,16 +68,22 @@ def export_onnx(graph: Graph, path: str | os.PathLike[str], options: Mapping[str
     model.graph.name = graph.name
     fold_weight_quantization(model)
     quantize_biases(model)
-    model = onnx.shape_inference.infer_shapes(model)
-    onnx.checker.check_model(model, full_check=True)
+    for weight in layers_ort_will_quantize(model):
+        log.warning(
+            f"ONNX Runtime will run the layer with weight '{weight}' in int8 although it is "
+            "kept in float: its input and output are quantized, so ORT (1.20+) quantizes "
+            "its weight itself (per tensor). Skip a neighbouring layer too to keep it float."
+        )
+    onnx.checker.check_model(model, full_check=True)  # includes strict shape inference
     return atomic_write(path, lambda tmp: onnx.save(model, str(tmp)))
 
 
-def _with_clamped_weights(graph: Graph) -> Graph:
-    """A graph sharing ``graph``'s nodes but holding weights clamped to their ranges.
+def _clamp_weights(module: torch.nn.Module, graph: Graph) -> None:
+    """Give ``module`` (made for export) weights clamped to their integer ranges.
 
     Scales learned in QAT can leave weights beyond the integer range; the simulation
-    clips them, and so must the integer initializers. ``graph`` is not changed.
+    clips them, and so must the integer initializers. The module's parameters get new
+    tensors: ``graph``'s tensors, which they shared, are not changed.
     """
     specs = {
         str(node.attrs["ref"]): node.output.quant
@@ -84,11 +93,13 @@ def _with_clamped_weights(graph: Graph) -> Graph:
         and not node.output.quant.skip
         and node.output.quant.scale is not None
     }
-    if not specs:
-        return graph
-    copy = graph_from_dict(graph_to_dict(graph))
-    clamp_weights(copy.tensors, specs)
-    return copy
+    # Buffers (frozen weights) are clamped by the exported graph itself (fake_quant).
+    parameters = dict(module.named_parameters())
+    specs = {ref: spec for ref, spec in specs.items() if ref in parameters}
+    tensors = {ref: parameters[ref].data for ref in specs}
+    clamp_weights(tensors, specs)
+    for ref, tensor in tensors.items():
+        module.get_parameter(ref).data = tensor
 
 
 def _example(type_: Any) -> torch.Tensor:
@@ -234,6 +245,36 @@ def _dq_scale(lookup: _Model, name: str) -> np.ndarray | None:
     if producer is None or producer.op_type != "DequantizeLinear":
         return None
     return lookup.constant(producer.input[1])
+
+
+def layers_ort_will_quantize(model: onnx.ModelProto) -> list[str]:
+    """Float-weight Conv/Gemm that ORT's WeightBiasQuantization will quantize anyway.
+
+    ORT quantizes a float initializer weight when the op's input comes from a
+    DequantizeLinear and its output leads, through Relu/Clip only, to a QuantizeLinear.
+    Returns those weights' names (the model's parameter names).
+    """
+    lookup = _Model(model)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in lookup.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found = []
+    for node in lookup.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or node.input[1] not in lookup.initializers:
+            continue
+        if _dq_scale(lookup, node.input[0]) is None:
+            continue
+        current = node
+        while True:
+            readers = consumers.get(current.output[0], [])
+            if len(readers) != 1 or readers[0].op_type not in ("Relu", "Clip", "QuantizeLinear"):
+                break
+            if readers[0].op_type == "QuantizeLinear":
+                found.append(node.input[1])
+                break
+            current = readers[0]
+    return found
 
 
 def _is_dq(node: onnx.NodeProto | None) -> bool:

@@ -47,6 +47,9 @@ _OPS: Mapping[str, OpRule] = {
     "conv3d": _CONV,
     "linear": OpRule(activations=(0,), weight=1, weight_axis=0),
     "matmul": OpRule(activations=(0, 1)),
+    # A CNN's head: DQ -> GlobalAveragePool -> Q becomes QLinearGlobalAveragePool, and
+    # the ReLU -> Q before it lets ORT fuse the last residual Add as well.
+    "adaptive_avg_pool2d": OpRule(activations=(0,), output=True),
 }
 
 

@@ -12,9 +12,10 @@ import torch
 class OrtRunner:
     """An ORT CPU session called like a module: torch tensors in, torch tensors out.
 
-    Sessions use ``threads`` intra-op threads, sequential execution and no thread
-    spinning: spinning threads of several sessions on a small machine starve each other
-    and make interleaved timings meaningless.
+    Sessions use ``threads`` intra-op threads and sequential execution, with ORT's
+    default thread spinning (what deployments run with; time sessions in blocks, see
+    :func:`acekit.job.time_alternating`, so that one session's spinning threads do not
+    slow another's run).
     """
 
     def __init__(
@@ -31,7 +32,6 @@ class OrtRunner:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if optimized_path is not None:
             options.optimized_model_filepath = os.fspath(optimized_path)
         self.session = ort.InferenceSession(

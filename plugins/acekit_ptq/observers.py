@@ -1053,12 +1053,6 @@ class MseObserver(_HistogramObserver):
 
     kind = "mse"
 
-    def __init__(
-        self, *, name: str = "", axis: int | None = None, bins: int = DEFAULT_BINS, **options: Any
-    ) -> None:
-        """Create the observer; see :class:`Observer`."""
-        super().__init__(name=name, axis=axis, bins=bins, **options)
-
     def _clip_range(
         self, counts: npt.NDArray[np.float64], *, bits: int, symmetric: bool
     ) -> tuple[float, float]:
@@ -1079,12 +1073,6 @@ class EntropyObserver(_HistogramObserver):
     """
 
     kind = "entropy"
-
-    def __init__(
-        self, *, name: str = "", axis: int | None = None, bins: int = DEFAULT_BINS, **options: Any
-    ) -> None:
-        """Create the observer; see :class:`Observer`."""
-        super().__init__(name=name, axis=axis, bins=bins, **options)
 
     def _clip_range(
         self, counts: npt.NDArray[np.float64], *, bits: int, symmetric: bool

@@ -14,15 +14,9 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 from acekit.ir.graph import Graph, Node
+from acekit.quant.layers import UnknownLayerError, matches, unknown_key_message
 from acekit.quant.rules import QuantRules
 from acekit.settings import LayerQuantizationSettings, Settings
-
-
-class UnknownLayerError(KeyError):
-    """A per-layer settings key names no node and no subgraph of the model."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 @attrs.frozen
@@ -32,13 +26,6 @@ class Selection:
     skipped: Mapping[str, str]
     weight_bits: Mapping[str, int]
     activation_bits: Mapping[str, int]
-
-
-def matches(node: Node, key: str) -> bool:
-    """Whether settings key ``key`` covers ``node`` (by name or subgraph path)."""
-    if key in (node.name, node.source_name):
-        return True
-    return node.subgraph == key or node.subgraph.startswith(key + "/")
 
 
 def downstream(starts: Iterable[Node]) -> list[Node]:
@@ -64,7 +51,7 @@ def select(graph: Graph, settings: Settings, rules: QuantRules) -> Selection:
     for key, layer in settings.layers.items():
         covered = [n for n in nodes if matches(n, key)]
         if not covered:
-            raise UnknownLayerError(_unknown_key_message(key, nodes))
+            raise UnknownLayerError(unknown_key_message(key, nodes))
         _apply_layer(key, layer, covered, nodes, skipped, weight_bits, activation_bits)
     if settings.quantization.skip_tail_quantization:
         for node in tail(nodes, rules):
@@ -104,7 +91,7 @@ def _apply_layer(
         if not until:
             raise UnknownLayerError(
                 f"layers[{key!r}].skip_quantization_until: "
-                + _unknown_key_message(layer.skip_quantization_until, nodes)
+                + unknown_key_message(layer.skip_quantization_until, nodes)
             )
         resumed = {id(n) for n in downstream(until)}
         for node in downstream(covered):
@@ -115,12 +102,3 @@ def _apply_layer(
             weight_bits[node.name] = layer.weights_num_bits
         if layer.activations_num_bits is not None:
             activation_bits[node.name] = layer.activations_num_bits
-
-
-def _unknown_key_message(key: str, nodes: list[Node]) -> str:
-    import difflib
-
-    names = sorted({n.name for n in nodes} | {n.subgraph for n in nodes if n.subgraph})
-    close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-    return f"per-layer settings name {key!r}, which is no node or subgraph of the model{hint}"
