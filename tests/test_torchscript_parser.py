@@ -143,6 +143,27 @@ class SliceWrites(nn.Module):
         return y + bias
 
 
+class MaskWrites(nn.Module):
+    """Builds a mask by writes into slices and selects, as swin builds its shifted-window
+    attention mask: ``torch.jit.trace`` records ``fill_`` with a 0-d constant tensor (a
+    number when scripted) on a view of the mask."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = x.new_zeros((x.shape[-2], x.shape[-1]))  # sized by the graph
+        mask[0:2, 1:3] = 5.0
+        mask[-2:, :2] = 2
+        mask[1] = 3.0
+        mask[2, 1:3] = x[0, 0, 0]  # a value the graph computes
+        mask[3, :] = x[0, 1]
+        fixed = torch.zeros(5, 6)  # a constant
+        fixed[1:3, -2:] = 4.0
+        fixed[0] = 1.0
+        written = torch.zeros(5, 6)  # a constant written with a value the graph computes
+        written[0:2, 1:3] = x[0, 0, 0]
+        written[4, 2:] = x[1, 2, :4]
+        return x + mask + fixed * written
+
+
 class DataDependent(nn.Module):
     """Control flow on tensor values: no single graph computes it."""
 
@@ -469,6 +490,18 @@ def test_writes_into_slices_become_slice_scatter(convert: Convert) -> None:
     assert_equivalent(cleanup(graph), model, x)
 
 
+@CONVERTERS
+def test_writes_into_views_of_a_mask_reach_the_mask(convert: Convert) -> None:
+    torch.manual_seed(0)
+    model = MaskWrites()
+    x = torch.randn(2, 5, 6)
+    graph = parse_torchscript(convert(model, x), (x,))
+    # The mask: 5 slice_scatter, 3 select_scatter; the written constant: 3 and 1.
+    assert (ops(graph)["slice_scatter"], ops(graph)["select_scatter"]) == (8, 4)
+    assert_equivalent(graph, model, x)
+    assert_equivalent(cleanup(graph), model, x)
+
+
 def test_data_dependent_control_flow_is_reported() -> None:
     x = torch.randn(2, 4)
     with pytest.raises(UnsupportedOpsError, match="tensor data"):
@@ -535,31 +568,22 @@ def test_acekit_parse_picks_the_installed_plugin(
 _LARGE = frozenset({"vit_h_14", "vit_l_16", "vit_l_32", "regnet_y_128gf", "regnet_y_32gf"})
 
 
-_FILL_ON_A_VIEW = (
-    "traced: the shifted-window mask is built with `attn_mask[h, w] = count`, traced as "
-    "aten::fill_ on a slice view with a 0-d constant tensor as its value; the parser "
-    "takes fill_ values as numbers only (and fill_ writes through the view into the mask)"
-)
-_SCRIPTED_SWIN_OPS = (
-    "scripted: parses and matches the model, but keeps the window-mask and padding "
-    "arithmetic (slice, reshape, permute, unsqueeze) the fx parser's graph folds away, so "
-    "the op-count comparison with fx fails"
+_SWIN_MASK_OPS = (
+    "parses and matches the model, but keeps the window-mask and padding arithmetic "
+    "(slice, slice_scatter, reshape, permute, unsqueeze: the mask is sized by the input) "
+    "the fx parser's graph folds away, so the op-count comparison with fx fails"
 )
 
 #: Zoo cases left out, keyed by test id (``<model>-traced`` / ``<model>-scripted``), with
 #: the reason. Found by the slow sweep (``-m slow``); see issue 3.
-EXCLUDED: dict[str, str] = {
-    **{
-        f"{name}-traced": _FILL_ON_A_VIEW
-        for name in ("swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b")
-    },
-}
+EXCLUDED: dict[str, str] = {}
 
 #: Cases that parse and match their model, but whose op counts differ from the fx
 #: parser's graph: only that comparison is left out.
 OP_COUNTS_DIFFER: dict[str, str] = {
-    f"{name}-scripted": _SCRIPTED_SWIN_OPS
+    f"{name}-{how}": _SWIN_MASK_OPS
     for name in ("swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b")
+    for how in ("traced", "scripted")
 }
 
 
@@ -622,5 +646,5 @@ def test_torchvision_classifier(name: str, convert: Convert) -> None:
     try:
         reference = acekit_fx.FxParser().parse(model, (x,))
     except Exception:
-        return  # nothing to compare with (swin: the fx parser lacks an op)
+        return  # nothing to compare with
     assert ops_parsed == compute_ops(cleanup(reference))

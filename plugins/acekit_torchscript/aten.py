@@ -239,19 +239,37 @@ def _full_like(call: OpCall) -> list[Any]:
 
 
 def _fill(call: OpCall) -> list[Any]:
-    """``x.zero_()``, ``x.fill_(v)``: a tensor like ``x`` filled with a number."""
-    value = 0.0 if call.op_name == "zero" else float(call.static("value"))
+    """``x.zero_()``, ``x.fill_(v)``: a tensor like ``x`` filled with ``v``, a number or a
+    0-d tensor (``mask[a:b] = count`` traces to ``fill_`` with a constant 0-d tensor).
+    A constant value gives a ``full_like``, one the graph computes is broadcast as by
+    ``copy_``."""
+    if call.op_name == "zero":
+        value = 0.0
+    elif isinstance(call.arg("value"), TensorEntry):
+        return _broadcast_into(call, "value")
+    else:
+        example = call.example("value")
+        if isinstance(example, torch.Tensor):
+            if example.numel() != 1:
+                raise UnsupportedError("fill_ with a tensor of more than one element")
+            example = example.reshape(()).to(call.results[0].dtype).item()
+        value = float(example)
     return call.emit("full_like", [call.tensor("self")], {"fill_value": value})
 
 
 def _copy(call: OpCall) -> list[Any]:
     """``x.copy_(src)`` (``x[:2] = src``): ``src`` in ``x``'s dtype and shape."""
+    return _broadcast_into(call, "src")
+
+
+def _broadcast_into(call: OpCall, name: str) -> list[Any]:
+    """Argument ``name`` in the dtype and shape of the call's result (the tensor written)."""
     target = call.results[0]
-    source = resolve(call.arg("src"))
-    value = call.tensor("src")
-    example = call.example("src")
+    source = resolve(call.arg(name))
+    value = call.tensor(name)
+    example = call.example(name)
     if not isinstance(example, torch.Tensor):
-        raise UnsupportedError("copy_ from a value that is not a tensor")
+        raise UnsupportedError(f"{call.op_name}_ from a value that is not a tensor")
     if example.dtype != target.dtype:
         cast = call.emit(
             "to", [value], {"dtype": dtype_name(target.dtype)}, results=[example.to(target.dtype)]

@@ -15,6 +15,7 @@ unsupported op of the model.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -59,6 +60,9 @@ class Frame:
     module: ModuleEntry
     call_sites: tuple[torch._C.Node, ...]
     env: dict[int, Any] = attrs.field(factory=dict)
+    #: Constant tensors an in-place op with a computed operand turned into graph tensors
+    #: (see :meth:`Walker.lift`), by identity: shared by all frames of a walk.
+    lifted: dict[int, tuple[torch.Tensor, TensorEntry]] = attrs.field(factory=dict)
 
     def site(self, node: torch._C.Node) -> Site:
         """The site of ``node`` run in this frame."""
@@ -71,7 +75,12 @@ class Frame:
 
     def get(self, value: torch._C.Value) -> Any:
         """The entry bound to TorchScript ``value``."""
-        return resolve(self.env[value.unique()])
+        entry = resolve(self.env[value.unique()])
+        if self.lifted and isinstance(entry, torch.Tensor):
+            known = self.lifted.get(id(entry))
+            if known is not None:
+                return resolve(known[1])
+        return entry
 
     def bind(self, value: torch._C.Value, entry: Any) -> None:
         """Bind TorchScript ``value`` to ``entry``."""
@@ -126,6 +135,11 @@ class Walker:
             "prim::Loop": control.run_loop,
             "prim::RaiseException": control.run_raise,
         }
+        # Slices and selects of constant tensors computed in Python, by the view's
+        # identity: (view, tensor viewed, IR op, its attributes). Holding the tensors
+        # keeps their identities from being reused.
+        self._static_views: dict[int, tuple[torch.Tensor, torch.Tensor, str, dict[str, Any]]] = {}
+        self._lifted: dict[int, tuple[torch.Tensor, TensorEntry]] = {}
 
     # -- running ------------------------------------------------------------------------
 
@@ -138,7 +152,7 @@ class Walker:
     ) -> Any:
         """Run method ``name`` of ``module`` on ``args``; returns the result entry."""
         graph = prepared_graph(module.module._get_method(name))
-        frame = Frame(module, call_sites)
+        frame = Frame(module, call_sites, lifted=self._lifted)
         graph_inputs = list(graph.inputs())
         if len(graph_inputs) != len(args) + 1:
             raise TypeError(
@@ -268,7 +282,9 @@ class Walker:
             return
         deterministic = not node.isNondeterministic()
         if deterministic and static:
-            # Runs on the walker's own copies, so in-place ops on constants are fine.
+            # Runs on the walker's own copies, so in-place ops on constants are fine, and
+            # a write into a slice of a constant (``mask[a:b] = 1``) writes into it.
+            self._note_view(kind, inputs, results)
             self.bind_outputs(node, frame, results)
             return
         if (
@@ -282,6 +298,9 @@ class Walker:
             self.builder.report_unsupported(site, "no operator schema")
             self.bind_unknown(node, frame)
             return
+        if inplace and isinstance(inputs[0], torch.Tensor):
+            # A constant written with something the graph computes (``mask[:2] = x[0]``).
+            inputs[0] = self.lift(inputs[0], site)
         call = OpCall(
             self.builder,
             site,
@@ -325,6 +344,55 @@ class Walker:
         (scattered,) = self.builder.emit(op, [base.value, new.value], bounds, site, [example])
         new.view_of = (scattered, bounds)
         self._write(base, scattered, site)
+
+    def _note_view(self, kind: str, inputs: Sequence[Any], results: Sequence[Any]) -> None:
+        """Remember a slice or select of a constant tensor, so that :meth:`lift` can make
+        it a view of the graph tensor the constant becomes."""
+        if kind not in ("aten::slice", "aten::select") or not inputs or not results:
+            return
+        source, view = inputs[0], results[0]
+        if not isinstance(source, torch.Tensor) or not isinstance(view, torch.Tensor):
+            return
+        if kind == "aten::select":
+            op, bounds = "select", {"dim": int(inputs[1]), "index": int(inputs[2])}
+        else:
+            defaults: list[Any] = [0, None, None, 1]  # slice(self, dim, start, end, step)
+            dim, start, end, step = list(inputs[1:5]) + defaults[len(inputs) - 1 :]
+            op, bounds = "slice", {"dim": int(dim), "step": int(step)}
+            if start not in (None, 0):
+                bounds["start"] = int(start)
+            if end not in (None, sys.maxsize):
+                bounds["end"] = int(end)
+        self._static_views[id(view)] = (view, source, op, bounds)
+
+    def lift(self, tensor: torch.Tensor, site: Site) -> TensorEntry:
+        """The graph tensor standing for constant ``tensor`` from now on: a ``constant``
+        node, or for a slice or select of a constant that node's ``slice`` (``select``),
+        remembering the tensor it views so that a write into it reaches that tensor.
+
+        Lifting a constant lifts the slices and selects of it known so far as well, and
+        every later read of any of them (:meth:`Frame.get`) sees the graph tensor.
+        """
+        known = self._lifted.get(id(tensor))
+        if known is not None:
+            return resolve(known[1])
+        view = self._static_views.get(id(tensor))
+        if view is None:
+            entry = TensorEntry(self.builder.constant(tensor, site), tensor)
+            self._lifted[id(tensor)] = (tensor, entry)
+            for other, source, _, _ in list(self._static_views.values()):
+                if source is tensor:
+                    self.lift(other, site)
+            return entry
+        _, source, op, bounds = view
+        base = self.lift(source, site)
+        known = self._lifted.get(id(tensor))  # lifting the base lifted its views
+        if known is not None:
+            return resolve(known[1])
+        (entry,) = self.builder.emit(op, [base.value], bounds, site, [tensor])
+        entry.view_of = (base, bounds)
+        self._lifted[id(tensor)] = (tensor, entry)
+        return entry
 
     def _missing_conversion(self, kind: str) -> str | None:
         """Why op ``kind`` cannot be converted whatever its inputs, or ``None``."""
