@@ -22,6 +22,7 @@ import torch
 from acekit.ir.serialize import graph_from_dict, graph_to_dict
 from acekit.logging import get_logger, run_logging
 from acekit.plugin import plugin_versions
+from acekit.quant.deploy import deployment_graph
 from acekit.quant.targets import resolve_target
 from acekit.runtime.quantized import CompileReport, QuantizedModule
 from acekit.settings import Settings
@@ -167,7 +168,7 @@ def _measure(job: _Job, timing_runs: int) -> JobReport:
 
 def export_float(qm: QuantizedModule, path: Path) -> Path:
     """Export ``qm``'s graph without quantization through the same target (the baseline)."""
-    graph = graph_from_dict(graph_to_dict(qm.sync_graph()))
+    graph = graph_from_dict(graph_to_dict(deployment_graph(qm.sync_graph())))
     for node in graph.nodes:
         for value in node.outputs:
             value.quant = None

@@ -228,6 +228,33 @@ _LINEAR_ALGEBRA = [
 
 _NORMS = [
     OpSchema(
+        "fold_bn_weight",
+        ("weight", "bn_weight", "running_var"),
+        {"eps": FLOAT},
+        doc="A conv weight with the following BatchNorm's scale folded in: "
+        "weight * bn_weight / sqrt(running_var + eps), per output channel. Quantization-"
+        "aware training quantizes this folded weight, the one deployed.",
+    ),
+    OpSchema(
+        "qat_batch_norm",
+        (
+            "input",
+            "weight",
+            "bias",
+            "running_mean",
+            "running_var",
+            "steps",
+            "conv_bias",
+        ),
+        {"eps": FLOAT, "momentum": FLOAT, "freeze_after": INT, "training": BOOL},
+        optional_inputs=1,
+        doc="The BatchNorm after a conv whose weight is fold_bn_weight: divides the "
+        "scale back out, adds the conv's bias, then normalises. In training it uses the "
+        "batch statistics and updates the running ones for the first freeze_after steps "
+        "(counted in steps); afterwards, and in eval, it uses the running statistics, "
+        "where conv + qat_batch_norm equals the folded conv that is deployed.",
+    ),
+    OpSchema(
         "batch_norm",
         ("input", "weight", "bias", "running_mean", "running_var", "num_batches_tracked"),
         {"eps": FLOAT, "momentum": FLOAT, "training": BOOL},

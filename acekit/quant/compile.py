@@ -36,8 +36,13 @@ CALIBRATING_PASSES = frozenset({"calibrate", "auto-skip"})
 
 
 def default_pipeline(settings: Settings) -> str:
-    """The pipeline spec ``compile`` runs when the caller gives none."""
-    spec = "cleanup,ptq"
+    """The pipeline spec ``compile`` runs when the caller gives none.
+
+    For quantization-aware training, ``qat-bn`` runs first so that BatchNorm keeps
+    training (``cleanup`` would fold it away).
+    """
+    qat = settings.quantization.quantization_algorithm is QuantizationAlgorithm.QAT
+    spec = "qat-bn,cleanup,ptq" if qat else "cleanup,ptq"
     if settings.quantization.automatic_skip_quantization:
         spec += ",auto-skip"
     return spec

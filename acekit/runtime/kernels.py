@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -437,6 +438,85 @@ def batch_norm(
     return F.batch_norm(
         input, running_mean, running_var, weight, bias, use_batch_stats, factor, eps
     )
+
+
+def _bn_scale(bn_weight: Tensor, running_var: Tensor, eps: float) -> Tensor:
+    return bn_weight / torch.sqrt(running_var + eps)
+
+
+@register_kernel("fold_bn_weight")
+def fold_bn_weight(
+    weight: Tensor, bn_weight: Tensor, running_var: Tensor, *, eps: float = 1e-5
+) -> Tensor:
+    """``weight`` with the BatchNorm scale ``gamma / sqrt(var + eps)`` folded in."""
+    scale = _bn_scale(bn_weight, running_var, eps)
+    return weight * scale.reshape(-1, *[1] * (weight.dim() - 1))
+
+
+@register_kernel("qat_batch_norm", uses_training=True)
+def qat_batch_norm(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    steps: Tensor,
+    conv_bias: Tensor | None = None,
+    *,
+    eps: float = 1e-5,
+    momentum: float = 0.1,
+    freeze_after: int = 1000,
+    training: bool = False,
+) -> Tensor:
+    """BatchNorm after a conv with a folded weight (see the op's schema)."""
+    shape = [1, -1, *[1] * (input.dim() - 2)]
+    scale = _bn_scale(weight, running_var, eps)
+    if not (training and int(steps) < freeze_after):
+        # Running statistics: the pair is the folded conv, whose bias this adds.
+        shift = bias - running_mean * scale
+        if conv_bias is not None:
+            shift = shift + conv_bias * scale
+        return input + shift.reshape(shape)
+    steps.add_(1)
+    unscaled = input / scale.reshape(shape)
+    if conv_bias is not None:
+        unscaled = unscaled + conv_bias.reshape(shape)
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return F.batch_norm(unscaled, running_mean, running_var, weight, bias, True, momentum, eps)
+    return _synchronized_batch_norm(
+        unscaled, weight, bias, running_mean, running_var, momentum=momentum, eps=eps
+    )
+
+
+def _synchronized_batch_norm(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    *,
+    momentum: float,
+    eps: float,
+) -> Tensor:
+    """Batch norm over the batches of all ranks (like nn.SyncBatchNorm, on any device).
+
+    Every rank normalises with the same statistics and keeps the same running ones, so
+    the model stays identical across ranks. Gradients flow through the all-reduce.
+    """
+    from torch.distributed.nn.functional import all_reduce
+
+    world = dist.get_world_size()
+    dims = [d for d in range(input.dim()) if d != 1]
+    count = input.numel() // input.shape[1] * world
+    mean = all_reduce(input.mean(dims)) / world
+    square = all_reduce((input * input).mean(dims)) / world
+    var = square - mean * mean
+    shape = [1, -1, *[1] * (input.dim() - 2)]
+    normalised = (input - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + eps)
+    with torch.no_grad():
+        running_mean.mul_(1 - momentum).add_(momentum * mean)
+        running_var.mul_(1 - momentum).add_(momentum * var * count / max(count - 1, 1))
+    return normalised * weight.reshape(shape) + bias.reshape(shape)
 
 
 @register_kernel("layer_norm")

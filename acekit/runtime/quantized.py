@@ -212,12 +212,13 @@ class QuantizedModule(nn.Module):
         gathered from all of them and rank 0 writes the file.
         """
         from acekit.plugin import get_plugin_manager
+        from acekit.quant.deploy import deployment_graph
         from acekit.quant.targets import resolve_target
         from acekit.runtime.distributed import on_rank_zero
 
         name = target or self.settings.deployment.target_framework
         chosen = resolve_target(name)
-        graph = self.sync_graph()
+        graph = deployment_graph(self.sync_graph())
 
         def write() -> Path:
             destination = check_output_path(path, overwrite=overwrite)

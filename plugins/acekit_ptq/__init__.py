@@ -1,8 +1,9 @@
 """Built-in quantization plugin: post-training quantization passes.
 
 Registers the passes ``decompose-attention``, ``quantize`` (annotate with the target's
-rules), ``calibrate`` (streaming observers) and ``auto-skip`` (sensitivity-based
-skipping), the ``ptq`` preset that chains them, and the ``ptq`` quantizer.
+rules), ``calibrate`` (streaming observers), ``auto-skip`` (sensitivity-based skipping)
+and ``qat-bn`` (conv + BatchNorm that keep training), the ``ptq`` preset that chains the
+first three, and the ``ptq`` quantizer.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ def acekit_register_passes(registry: Registrar) -> None:
     from acekit_ptq.annotate import Quantize
     from acekit_ptq.attention import DecomposeAttention
     from acekit_ptq.calibrate import Calibrate
+    from acekit_ptq.qat_bn import QatBatchNorm
     from acekit_ptq.sensitivity import AutoSkip
 
-    for pass_cls in (DecomposeAttention, Quantize, Calibrate, AutoSkip):
+    for pass_cls in (DecomposeAttention, Quantize, Calibrate, AutoSkip, QatBatchNorm):
         registry.add_pass(pass_cls)
 
 

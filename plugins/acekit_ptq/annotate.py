@@ -18,6 +18,7 @@ from acekit.ir.quant import QuantSpec
 from acekit.logging import get_logger
 from acekit.passes import Pass, PassResult
 from acekit.quant.context import current_context
+from acekit.quant.deploy import FOLDED_AT_DEPLOYMENT, is_weight
 from acekit.quant.rules import OpRule, QuantRules
 from acekit.settings import Settings
 from acekit_ptq.selection import Selection, select
@@ -86,19 +87,21 @@ def _annotate(
     for index in rule.activations:
         if index < len(inputs) and index != rule.weight:
             value = inputs[index]
-            if _is_parameter(value):
+            if is_weight(value):
                 _mark(value, rules.weight_spec(None, weight_bits))
             elif not _is_constant(value):
                 _mark(_upstream(value, rules), activation)
     if rule.weight is not None and rule.weight < len(inputs):
         weight = inputs[rule.weight]
-        if _is_parameter(weight):
+        if is_weight(weight):
             _mark(weight, rules.weight_spec(rule.weight_axis, weight_bits))
         elif not _is_constant(weight):
             _mark(weight, activation)
     if rule.output and node.outputs:
         output = node.outputs[0]
-        while len(output.users) == 1 and output.users[0].op in rules.absorbed:
+        while len(output.users) == 1 and (
+            output.users[0].op in rules.absorbed or output.users[0].op in FOLDED_AT_DEPLOYMENT
+        ):
             output = output.users[0].outputs[0]
         _mark(output, activation)
 
@@ -119,7 +122,7 @@ def _mark_skipped(node: Node, rule: OpRule, reason: str) -> None:
     skipped = QuantSpec.skipped(reason)
     if rule.weight is not None and rule.weight < len(node.inputs):
         weight = node.inputs[rule.weight]
-        if _is_parameter(weight) and weight.quant is None:
+        if is_weight(weight) and weight.quant is None:
             weight.quant = skipped
     for value in node.outputs:
         if value.quant is None:
@@ -140,10 +143,6 @@ def _mark(value: Value, spec: QuantSpec) -> None:
 def _is_float(value: Value) -> bool:
     dtype = value.type.dtype
     return dtype is None or dtype.is_floating_point
-
-
-def _is_parameter(value: Value) -> bool:
-    return value.producer is not None and value.producer.op == "parameter"
 
 
 def _is_constant(value: Value) -> bool:

@@ -66,7 +66,7 @@ class Calibrate(Pass):
         ]
         weights = [v for v in specs if v.producer is not None and v.producer.op == "parameter"]
         activations = [v for v in specs if v.producer is None or v.producer.op != "parameter"]
-        observers = {v.name: make_observer(self.observer, name=v.name) for v in activations}
+        observers = {v.name: self._observer(v) for v in activations}
         module = to_module(graph, taps={name: _Tap(obs) for name, obs in observers.items()})
         module.to(context.device)
         steps = context.settings.training.stats_steps
@@ -94,6 +94,13 @@ class Calibrate(Pass):
             bool(specs),
             {"activations": len(activations), "weights": len(weights), "batches": data.seen},
         )
+
+    def _observer(self, value: Value) -> Observer:
+        spec = value.quant
+        assert spec is not None
+        if spec.axis is not None:  # a weight computed in the forward pass (folded BN)
+            return make_observer("minmax", name=value.name, axis=spec.axis)
+        return make_observer(self.observer, name=value.name)
 
 
 def _weight_observer(graph: Graph, value: Value) -> Observer:

@@ -21,6 +21,7 @@ from acekit.ir.quant import QuantSpec
 from acekit.logging import get_logger, progress
 from acekit.passes import Pass, PassResult
 from acekit.quant.context import current_context
+from acekit.quant.deploy import is_weight
 from acekit.runtime.codegen import to_module
 
 log = get_logger(__name__)
@@ -81,7 +82,7 @@ def _quantized_layers(graph: Graph, ops: set[str]) -> list[tuple[Node, list[Valu
             for v in (*node.inputs, *node.outputs)
             if v.quant is not None and not v.quant.skip and v.quant.scale is not None
         ]
-        if any(_is_parameter(v) for v in values):
+        if any(is_weight(v) for v in values):
             layers.append((node, values))
     return layers
 
@@ -113,12 +114,8 @@ def _skip(node: Node, values: list[Value], reason: str) -> None:
     for value in values:
         readers = [user for user in value.users if user is not node]
         # An input another quantized op still reads stays quantized for it.
-        if _is_parameter(value) or value.producer is node or not readers:
+        if is_weight(value) or value.producer is node or not readers:
             value.quant = skipped
-
-
-def _is_parameter(value: Value) -> bool:
-    return value.producer is not None and value.producer.op == "parameter"
 
 
 def _flat(output: Any) -> torch.Tensor:
