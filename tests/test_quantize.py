@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import html
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -49,6 +50,18 @@ def compiled(
         example_inputs=(calibration[0],),
         calibration_inputs=calibration,
         logs_dir=str(logs),
+    )
+
+
+def _compile_cnn(
+    cnn: torch.nn.Module, calibration: list[torch.Tensor], logs: Path, **options: Any
+) -> QuantizedModule:
+    return acekit.compile(
+        cnn,
+        example_inputs=(calibration[0],),
+        calibration_inputs=calibration,
+        logs_dir=str(logs),
+        **options,
     )
 
 
@@ -223,12 +236,8 @@ def test_fewer_batches_than_stats_steps_is_logged(
 def test_a_custom_pipeline_runs_and_is_logged(
     cnn: SmallCNN, calibration: list[torch.Tensor], tmp_path: Path
 ) -> None:
-    qm = acekit.compile(
-        cnn,
-        example_inputs=(calibration[0],),
-        calibration_inputs=calibration,
-        pipeline="fold-bn,quantize,calibrate{observer=percentile}",
-        logs_dir=str(tmp_path),
+    qm = _compile_cnn(
+        cnn, calibration, tmp_path, pipeline="fold-bn,quantize,calibrate{observer=percentile}"
     )
     log = next(tmp_path.glob("*.log")).read_text()
     assert "Running pipeline: fold-bn,quantize,calibrate{observer=percentile}" in log
@@ -240,13 +249,7 @@ def test_skip_settings_keep_layers_in_float(
     cnn: SmallCNN, calibration: list[torch.Tensor], tmp_path: Path
 ) -> None:
     settings = Settings(layers={"fc": LayerQuantizationSettings(skip_quantization=True)})
-    qm = acekit.compile(
-        cnn,
-        settings=settings,
-        example_inputs=(calibration[0],),
-        calibration_inputs=calibration,
-        logs_dir=str(tmp_path),
-    )
+    qm = _compile_cnn(cnn, calibration, tmp_path, settings=settings)
     fc = qm.graph.node("fc")
     weight = fc.inputs[1].quant
     assert weight is not None and weight.skip and "skip_quantization" in weight.reason
@@ -261,13 +264,7 @@ def test_skip_tail_keeps_the_head_in_float(
     cnn: SmallCNN, calibration: list[torch.Tensor], tmp_path: Path
 ) -> None:
     settings = Settings(quantization=GlobalQuantizationSettings(skip_tail_quantization=True))
-    qm = acekit.compile(
-        cnn,
-        settings=settings,
-        example_inputs=(calibration[0],),
-        calibration_inputs=calibration,
-        logs_dir=str(tmp_path),
-    )
+    qm = _compile_cnn(cnn, calibration, tmp_path, settings=settings)
     fc = qm.graph.node("fc")
     assert fc.inputs[1].quant is not None and fc.inputs[1].quant.skip
     assert qm.graph.node("conv2").inputs[1].quant is not None
@@ -278,25 +275,13 @@ def test_skip_until_and_downstream(
     cnn: SmallCNN, calibration: list[torch.Tensor], tmp_path: Path
 ) -> None:
     settings = Settings(layers={"conv1": LayerQuantizationSettings(skip_quantization_until="fc")})
-    qm = acekit.compile(
-        cnn,
-        settings=settings,
-        example_inputs=(calibration[0],),
-        calibration_inputs=calibration,
-        logs_dir=str(tmp_path),
-    )
+    qm = _compile_cnn(cnn, calibration, tmp_path, settings=settings)
     skipped = {n.name for n in qm.graph.nodes if n.op in ("conv2d", "linear") and _skipped(n)}
     assert skipped == {"conv1", "conv2"}
     settings = Settings(
         layers={"conv2": LayerQuantizationSettings(skip_quantization_downstream=True)}
     )
-    qm = acekit.compile(
-        cnn,
-        settings=settings,
-        example_inputs=(calibration[0],),
-        calibration_inputs=calibration,
-        logs_dir=str(tmp_path),
-    )
+    qm = _compile_cnn(cnn, calibration, tmp_path, settings=settings)
     skipped = {n.name for n in qm.graph.nodes if n.op in ("conv2d", "linear") and _skipped(n)}
     assert skipped == {"conv2", "fc"}
 
@@ -306,13 +291,7 @@ def test_an_unknown_layer_key_is_named(
 ) -> None:
     settings = Settings(layers={"conv9": LayerQuantizationSettings(skip_quantization=True)})
     with pytest.raises(Exception, match="conv9.*did you mean"):
-        acekit.compile(
-            cnn,
-            settings=settings,
-            example_inputs=(calibration[0],),
-            calibration_inputs=calibration,
-            logs_dir=str(tmp_path),
-        )
+        _compile_cnn(cnn, calibration, tmp_path, settings=settings)
 
 
 def test_four_bit_weights_use_sixteen_levels(
@@ -322,13 +301,7 @@ def test_four_bit_weights_use_sixteen_levels(
         quantization=GlobalQuantizationSettings(weights_num_bits=4),
         layers={"fc": LayerQuantizationSettings(weights_num_bits=8)},
     )
-    qm = acekit.compile(
-        cnn,
-        settings=settings,
-        example_inputs=(calibration[0],),
-        calibration_inputs=calibration,
-        logs_dir=str(tmp_path),
-    )
+    qm = _compile_cnn(cnn, calibration, tmp_path, settings=settings)
     conv = qm.graph.node("conv1").inputs[1]
     assert conv.quant is not None and conv.quant.bits == 4 and conv.quant.qmax == 7
     fc = qm.graph.node("fc").inputs[1]
@@ -352,13 +325,7 @@ def test_automatic_skip_measures_and_skips_sensitive_layers(
             automatic_skip_quantization=True, sensitivity_threshold=1e-9
         )
     )
-    qm = acekit.compile(
-        cnn,
-        settings=settings,
-        example_inputs=(calibration[0],),
-        calibration_inputs=calibration,
-        logs_dir=str(tmp_path),
-    )
+    qm = _compile_cnn(cnn, calibration, tmp_path, settings=settings)
     log = next(tmp_path.glob("*.log")).read_text()
     assert "Most sensitive layers" in log
     assert "Automatic Quantization: Skipping Quantization for node: 'conv1'" in log
