@@ -423,3 +423,13 @@ def test_a_float_layer_between_quantized_ones_is_reported(tmp_path: Path) -> Non
     )
     path = qm.export(tmp_path / "model.onnx")
     assert layers_ort_will_quantize(onnx.load(str(path))) == ["1.weight"]
+
+
+def test_decomposed_attention_values_have_shapes(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(1, 10, 32)
+    qm = acekit.compile(
+        TinyEncoder().eval(), example_inputs=(x,), calibration_inputs=x, logs_dir=str(tmp_path)
+    )
+    scores = next(n for n in qm.graph.nodes if n.name.endswith("_scores"))
+    assert scores.output.type.shape == (1, 4, 10, 10)

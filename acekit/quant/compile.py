@@ -27,6 +27,7 @@ from acekit.quant.layers import check_layer_keys
 from acekit.quant.targets import resolve_target, target_rules
 from acekit.runtime.distributed import check_process_group
 from acekit.runtime.quantized import CompileReport, QuantizedModule
+from acekit.runtime.shapes import fill_unknown_types
 from acekit.settings import QuantizationAlgorithm, Settings
 
 log = get_logger(__name__)
@@ -126,6 +127,7 @@ def quantize_parsed(
         with use_context(context):
             result = steps.run(graph)
         graph = result.graph
+        fill_unknown_types(graph, example_inputs)
         learnable = settings.quantization.quantization_algorithm is QuantizationAlgorithm.QAT
         module = QuantizedModule(graph, settings, learnable_scales=learnable)
         _log_processed(graph)
