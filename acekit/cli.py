@@ -168,11 +168,28 @@ def _configure_quantize(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_quantize(args: argparse.Namespace) -> int:
+    from acekit.api import ParseError
     from acekit.cli_quantize import QuantizeCommandError, run
+    from acekit.fileio import OutputPathError
+    from acekit.quant.data import CalibrationDataError
+    from acekit.quant.layers import UnknownLayerError
+    from acekit.quant.targets import TargetError
+    from acekit.settings import SettingsError
 
+    # Mistakes in the user's model, data or settings: one line that names them, no
+    # traceback. Anything else is a bug and keeps its traceback.
+    user_errors = (
+        QuantizeCommandError,
+        ParseError,
+        CalibrationDataError,
+        UnknownLayerError,
+        TargetError,
+        SettingsError,
+        OutputPathError,
+    )
     try:
         return run(args)
-    except QuantizeCommandError as error:
+    except user_errors as error:
         print(f"acekit quantize: error: {error}", file=sys.stderr)
         return 2
 

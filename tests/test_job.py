@@ -70,11 +70,12 @@ def test_quantize_command_on_a_torchscript_file(tmp_path: Path) -> None:
         (["tests.quant_support:Missing"], "cannot load"),
         (["missing.pt"], "no such TorchScript file"),
         (["tests.quant_support:SmallCNN", "--calibration", "data.csv"], "--calibration"),
+        (["tests.quant_support:SmallCNN", "--input-shape", "1,3,32"], "the model raised"),
     ],
 )
 def test_quantize_command_names_bad_arguments(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    code = main(["quantize", *args, "--input-shape", "1,3,32,32", "--out", str(tmp_path)])
+    code = main(["quantize", "--input-shape", "1,3,32,32", *args, "--out", str(tmp_path)])
     assert code == 2
     assert message in capsys.readouterr().err

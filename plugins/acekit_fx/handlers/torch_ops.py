@@ -393,6 +393,18 @@ def batch_norm_node(
     return cx.out("batch_norm", inputs, attrs)
 
 
+def _affine_inputs(cx: NodeContext, input: Any, weight: Any, bias: Any) -> list[Value]:
+    """``[input, weight, bias]`` of a normalisation, trailing absent ones left out."""
+    inputs = [cx.value(input)]
+    if weight is not None:
+        inputs.append(cx.value(weight))
+        if bias is not None:
+            inputs.append(cx.value(bias))
+    elif bias is not None:
+        inputs += [cx.none(), cx.value(bias)]
+    return inputs
+
+
 @function(F.layer_norm, torch.layer_norm)
 def convert_layer_norm(
     cx: NodeContext,
@@ -404,13 +416,7 @@ def convert_layer_norm(
     cudnn_enable: Any = True,
 ) -> Value:
     """``F.layer_norm``."""
-    inputs = [cx.value(input)]
-    if weight is not None:
-        inputs.append(cx.value(weight))
-        if bias is not None:
-            inputs.append(cx.value(bias))
-    elif bias is not None:
-        inputs += [cx.none(), cx.value(bias)]
+    inputs = _affine_inputs(cx, input, weight, bias)
     attrs = {
         "normalized_shape": cx.ints(normalized_shape, "normalized_shape"),
         "eps": float(cx.static(eps, "eps")),
@@ -429,13 +435,7 @@ def convert_group_norm(
     cudnn_enabled: Any = True,
 ) -> Value:
     """``F.group_norm``."""
-    inputs = [cx.value(input)]
-    if weight is not None:
-        inputs.append(cx.value(weight))
-        if bias is not None:
-            inputs.append(cx.value(bias))
-    elif bias is not None:
-        inputs += [cx.none(), cx.value(bias)]
+    inputs = _affine_inputs(cx, input, weight, bias)
     attrs = {
         "num_groups": int(cx.static(num_groups, "num_groups")),
         "eps": float(cx.static(eps, "eps")),
