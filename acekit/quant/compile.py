@@ -111,7 +111,13 @@ def quantize_parsed(
     )
     data = None
     if calibration_inputs is not None or _needs_data(steps):
-        data = CalibrationData(calibration_inputs, example_inputs, input_names, select=select)
+        data = CalibrationData(
+            calibration_inputs,
+            example_inputs,
+            input_names,
+            select=select,
+            keep=replayed_batches(steps, settings),
+        )
         data.first()
     device = _device_of(example_inputs)
     _seed(settings.training.random_seed)
@@ -171,7 +177,33 @@ _NOT_OPS = frozenset({"input", "output", "parameter", "constant"})
 
 
 def _needs_data(pipeline: Pipeline) -> bool:
-    return any(step.name in CALIBRATING_PASSES for step in pipeline.flatten())
+    return bool(_readers(pipeline))
+
+
+def _readers(pipeline: Pipeline) -> list[Any]:
+    return [
+        step
+        for step in pipeline.flatten()
+        if step.name in CALIBRATING_PASSES or hasattr(step, "calibration_batches")
+    ]
+
+
+def replayed_batches(pipeline: Pipeline, settings: Settings) -> int:
+    """How many leading batches a one-shot data source must keep for ``pipeline``.
+
+    The first pass that reads calibration data consumes the source; every later reader
+    replays from the first batch, so the source keeps the most any later reader asks
+    for (``auto-skip`` after ``calibrate``: its ``batches``), not the whole data set. A
+    pass states what it reads with ``calibration_batches(settings)``; one that does not
+    is taken to read ``stats_steps``.
+    """
+    later = _readers(pipeline)[1:]
+    return max((_demand(step, settings) for step in later), default=0)
+
+
+def _demand(step: Any, settings: Settings) -> int:
+    demand = getattr(step, "calibration_batches", None)
+    return int(demand(settings)) if callable(demand) else settings.training.stats_steps
 
 
 def _input_names(model: Any, count: int) -> list[str]:

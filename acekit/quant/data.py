@@ -6,6 +6,13 @@ a ``DataLoader`` included. ``select`` picks the model inputs out of a batch (for
 loader of ``(image, label)`` pairs the default takes the leading items). Every batch is
 checked against the example inputs (count, rank, non-batch dims, dtype kind, finite
 values) before the model sees it, so bad data is reported by batch and input name.
+
+A one-shot source (a generator, an iterator) can be read only once, yet the up-front
+check reads its first batch and a pipeline may read the data twice (``calibrate`` then
+``auto-skip``). Its batches are therefore kept as they are read, up to ``keep`` (the
+most any later reader asks for), and replayed: every reader sees the batches from the
+first one, as with a list. A read that would need batches already dropped is refused
+with a message, never served half.
 """
 
 from __future__ import annotations
@@ -16,8 +23,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from acekit.logging import get_logger
+
+log = get_logger(__name__)
+
 Batch = tuple[Tensor, ...]
 Select = Callable[[Any], Any]
+
+#: Floating dtypes converted to the example input's floating dtype (with a log line).
+_CONVERTIBLE = frozenset({torch.float64, torch.float32, torch.float16, torch.bfloat16})
 
 
 class CalibrationDataError(ValueError):
@@ -29,6 +43,8 @@ class CalibrationData:
 
     ``input_names`` name the model's inputs (for dict batches and messages). Iterating
     yields at most ``limit`` batches (all when ``None``); :attr:`seen` counts them.
+    ``keep`` is how many leading batches of a one-shot source (generator, iterator) are
+    kept for readers after the first one (at least the one :meth:`first` peeks at).
     """
 
     def __init__(
@@ -38,6 +54,7 @@ class CalibrationData:
         input_names: Sequence[str],
         *,
         select: Select | None = None,
+        keep: int = 0,
     ) -> None:
         if source is None:
             raise CalibrationDataError(
@@ -49,34 +66,87 @@ class CalibrationData:
         self.input_names = tuple(input_names)
         self.select = select
         self.seen = 0
+        self.one_shot = isinstance(source, Iterator)
+        self._keep = max(keep, 1)
+        self._kept: list[Batch] = []
+        self._pulled = 0  # raw items taken from a one-shot source
+        self._exhausted = False
+        self._notes: list[str] = []
+        self._noted: set[object] = set()
 
     def batches(self, limit: int | None = None) -> Iterator[Batch]:
-        """Checked batches, at most ``limit``; raises on the first bad one."""
+        """Checked batches from the first one, at most ``limit``; raises on a bad one."""
         self.seen = 0
-        for index, raw in enumerate(self._raw()):
-            if limit is not None and index >= limit:
-                break
-            batch = self._inputs(self.select(raw) if self.select is not None else raw, index)
-            self.check(batch, index)
+        for batch in self._checked(limit):
             self.seen += 1
+            self._flush_notes()
             yield batch
         if self.seen == 0:
             raise CalibrationDataError("calibration_inputs is empty: it gave no batch")
 
     def count(self, limit: int | None = None) -> int | None:
         """How many batches :meth:`batches` will give, when the source knows its length."""
-        raw = self._raw()
+        if self.one_shot:
+            return self._pulled if self._exhausted and limit is None else limit
         try:
-            size = len(raw)  # type: ignore[arg-type]
+            size = len(self._raw())  # type: ignore[arg-type]
         except TypeError:
             return limit
         return size if limit is None else min(size, limit)
 
     def first(self) -> Batch:
-        """The first batch, checked: call before any work to fail early on bad data."""
-        for batch in self.batches(limit=1):
+        """The first batch, checked: call before any work to fail early on bad data.
+
+        A one-shot source keeps the batch, so that the next read starts with it.
+        """
+        for batch in self._checked(1):
             return batch
         raise CalibrationDataError("calibration_inputs is empty: it gave no batch")
+
+    # ------------------------------------------------------------------ reading
+
+    def _checked(self, limit: int | None) -> Iterator[Batch]:
+        if self.one_shot:
+            yield from self._replayed(limit)
+            return
+        for index, raw in enumerate(self._raw()):
+            if limit is not None and index >= limit:
+                break
+            yield self._batch(raw, index)
+
+    def _replayed(self, limit: int | None) -> Iterator[Batch]:
+        """A one-shot source read from its first batch: kept ones, then fresh ones."""
+        index = 0
+        while limit is None or index < limit:
+            if index < len(self._kept):
+                yield self._kept[index]
+            elif self._exhausted:
+                return
+            elif self._pulled > index:
+                raise CalibrationDataError(
+                    f"calibration_inputs is a one-shot {type(self.source).__name__} that was "
+                    f"already read past batch {index} and only its first {len(self._kept)} "
+                    f"batch(es) were kept: this read needs {limit or 'all'} batches from the "
+                    "start. Pass a list of batches or a DataLoader, which can be read again"
+                )
+            else:
+                try:
+                    raw = next(self.source)
+                except StopIteration:
+                    self._exhausted = True
+                    return
+                self._pulled += 1
+                batch = self._batch(raw, index)
+                if len(self._kept) < self._keep:
+                    self._kept.append(batch)
+                yield batch
+            index += 1
+
+    def _batch(self, raw: Any, index: int) -> Batch:
+        batch = self._inputs(self.select(raw) if self.select is not None else raw, index)
+        batch = self._converted(batch, index)
+        self.check(batch, index)
+        return batch
 
     def _raw(self) -> Iterable[Any]:
         source = self.source
@@ -114,6 +184,26 @@ class CalibrationData:
             "tuple or a dict of tensors (pass select= to pick the inputs out of a batch)"
         )
 
+    def _converted(self, batch: Batch, index: int) -> Batch:
+        """Floating inputs in the example input's floating dtype (float64 data is common)."""
+        converted = []
+        for name, value, example in zip(self.input_names, batch, self.example_inputs, strict=False):
+            if (
+                isinstance(value, Tensor)
+                and value.dtype != example.dtype
+                and value.dtype in _CONVERTIBLE
+                and example.dtype in _CONVERTIBLE
+            ):
+                self._note(
+                    (name, value.dtype),
+                    f"Calibration data: input {name!r} is {value.dtype} (first in batch "
+                    f"{index}), the example input {example.dtype}: converting it to "
+                    f"{example.dtype}"
+                )
+                value = value.to(example.dtype)
+            converted.append(value)
+        return tuple(converted)
+
     def check(self, batch: Batch, index: int) -> None:
         """Raise :class:`CalibrationDataError` when ``batch`` does not fit the model."""
         for name, value, example in zip(self.input_names, batch, self.example_inputs, strict=False):
@@ -129,8 +219,26 @@ class CalibrationData:
                 raise CalibrationDataError(
                     f"{where} has dtype {value.dtype}, the example input {example.dtype}"
                 )
+            if value.is_floating_point() and value.dtype != example.dtype:
+                raise CalibrationDataError(
+                    f"{where} has dtype {value.dtype}, the example input {example.dtype}; "
+                    f"convert the data with .to({example.dtype})"
+                )
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):
                 bad = "NaN" if bool(torch.isnan(value).any()) else "Inf"
                 raise CalibrationDataError(
                     f"{where} contains {bad} values: calibration needs finite data"
                 )
+
+    # ------------------------------------------------------------------ notes
+
+    def _note(self, key: object, message: str) -> None:
+        # Conversions first happen in the up-front check, before the run log is open:
+        # the note waits for the next read inside the run, and is logged once per key.
+        if key not in self._noted:
+            self._noted.add(key)
+            self._notes.append(message)
+
+    def _flush_notes(self) -> None:
+        while self._notes:
+            log.info(self._notes.pop(0))

@@ -20,6 +20,7 @@ from acekit.logging import get_logger, progress
 from acekit.passes import Pass, PassResult
 from acekit.quant.context import current_context
 from acekit.runtime.codegen import to_module
+from acekit.settings import Settings
 from acekit_ptq.observers import OBSERVER_KINDS, Observer, all_reduce_observer, make_observer
 
 log = get_logger(__name__)
@@ -53,6 +54,10 @@ class Calibrate(Pass):
 
     observer: str = attrs.field(default="mse", validator=_check_kind)
 
+    def calibration_batches(self, settings: Settings) -> int:
+        """How many calibration batches the pass reads: ``stats_steps``."""
+        return settings.training.stats_steps
+
     def run(self, graph: Graph) -> PassResult:
         """Observe the activations on ``stats_steps`` batches, then compute scales."""
         context = current_context(self.name)
@@ -80,6 +85,8 @@ class Calibrate(Pass):
                 f"stats_steps is {steps} but the calibration data gave {data.seen} batches: "
                 f"calibrated on {data.seen}"
             )
+        else:
+            log.info(f"Calibrated on {data.seen} batches (stats_steps)")
         for observer in observers.values():
             all_reduce_observer(observer)
         by_name = sorted(activations, key=lambda v: v.name)

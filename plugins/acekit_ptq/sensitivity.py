@@ -23,6 +23,7 @@ from acekit.passes import Pass, PassResult
 from acekit.quant.context import current_context
 from acekit.quant.deploy import is_weight
 from acekit.runtime.codegen import to_module
+from acekit.settings import Settings
 
 log = get_logger(__name__)
 
@@ -37,6 +38,10 @@ class AutoSkip(Pass):
     summary: ClassVar[str] = "keep in float the layers whose quantization hurts the output most"
 
     batches: int = attrs.field(default=2, validator=attrs.validators.ge(1))
+
+    def calibration_batches(self, settings: Settings) -> int:
+        """How many calibration batches the pass reads: ``batches``."""
+        return self.batches
 
     def run(self, graph: Graph) -> PassResult:
         """Rank the quantized layers by sensitivity; skip those above the threshold."""
