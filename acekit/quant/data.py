@@ -198,7 +198,7 @@ class CalibrationData:
                     (name, value.dtype),
                     f"Calibration data: input {name!r} is {value.dtype} (first in batch "
                     f"{index}), the example input {example.dtype}: converting it to "
-                    f"{example.dtype}"
+                    f"{example.dtype}",
                 )
                 value = value.to(example.dtype)
             converted.append(value)
