@@ -22,11 +22,14 @@ logger and takes them away again on :meth:`RunLog.close`.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as _dt
 import importlib.metadata
 import json as _json
 import logging
+import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sized
@@ -64,8 +67,6 @@ _PROGRESS_ASCII = " #"
 _EVENT_ATTR = "acekit_event"
 _FILE_ONLY_ATTR = "acekit_file_only"
 
-_lock = threading.RLock()
-_runs: list[RunLog] = []
 # Progress bars currently drawn; console lines written meanwhile must not tear them.
 _bars_on_screen = 0
 
@@ -185,47 +186,132 @@ class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg,unused-ig
 # --------------------------------------------------------------------------- runs
 
 
+class _Router(logging.Handler):
+    """The one handler on the ``acekit`` logger while runs are open.
+
+    Records are emitted in the thread (and context) that logs them, so the run current
+    in that context receives them: two runs in two threads each get their own lines.
+    A record logged outside any run goes where it would go without acekit's handler.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        logger = logging.getLogger(LOGGER_NAME)
+        self.saved_level = logger.level
+        self.saved_propagate = logger.propagate
+
+    def emit(self, record: logging.LogRecord) -> None:
+        run = current_run()
+        if run is not None:
+            for handler in run._handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+        elif self.saved_propagate:
+            self._outside_run(record)
+
+    def _outside_run(self, record: logging.LogRecord) -> None:
+        # What stdlib would do with the acekit logger untouched: its own level (or the
+        # parent's), then the ancestors' handlers, then the last resort.
+        parent = logging.getLogger(LOGGER_NAME).parent
+        level = self.saved_level or (parent.getEffectiveLevel() if parent else logging.WARNING)
+        if record.levelno < level:
+            return
+        found = 0
+        logger = parent
+        while logger is not None:
+            for handler in logger.handlers:
+                found += 1
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+            logger = logger.parent if logger.propagate else None
+        last = logging.lastResort
+        if not found and last is not None and record.levelno >= last.level:
+            last.handle(record)
+
+    # The router's own lock would serialise every run's output behind one lock.
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Route ``record`` without taking this handler's lock (its targets lock)."""
+        if self.filter(record):
+            self.emit(record)
+        return True
+
+
+_lock = threading.RLock()
+#: Every open run of the process, in the order they started.
+_open: list[RunLog] = []
+_router: _Router | None = None
+#: The run of the current context (thread, task): what its log lines go to.
+_CURRENT: contextvars.ContextVar[RunLog | None] = contextvars.ContextVar(
+    "acekit_run_log", default=None
+)
+
+
+def _install(run: RunLog) -> None:
+    """Register ``run`` (under ``_lock``) and route the ``acekit`` logger to the runs."""
+    global _router
+    logger = logging.getLogger(LOGGER_NAME)
+    if _router is None:
+        _router = _Router()
+        logger.addHandler(_router)
+        # The runs' handlers own acekit's output; propagating too would print every
+        # line twice in programs that configured the root logger.
+        logger.propagate = False
+    _open.append(run)
+    _set_level(logger)
+
+
+def _uninstall(run: RunLog) -> None:
+    """Forget ``run`` (under ``_lock``); the last run out restores the logger."""
+    global _router
+    if run in _open:
+        _open.remove(run)
+    logger = logging.getLogger(LOGGER_NAME)
+    if _open or _router is None:
+        _set_level(logger)
+        return
+    logger.removeHandler(_router)
+    logger.setLevel(_router.saved_level)
+    logger.propagate = _router.saved_propagate
+    _router = None
+
+
+def _set_level(logger: logging.Logger) -> None:
+    if _router is None:
+        return
+    levels = [h.level for run in _open for h in run._handlers]
+    logger.setLevel(min(levels, default=_router.saved_level or logging.WARNING))
+
+
 class RunLog:
     """The logging of one acekit run: a console handler and a log file.
 
     Created by :func:`start_run_log`; ends with :meth:`close` (or the ``with`` block).
+    A run belongs to the context (thread, asyncio task) that started it: only lines
+    logged there reach its handlers.
 
     Attributes:
-        path: The run's log file.
+        path: The run's log file (``None`` when the run writes no file).
         console_stream: Where console lines go (``None`` without a console).
+        parent: The run that was current where this one started (it resumes after).
     """
 
     def __init__(
         self,
-        path: Path,
+        path: Path | None,
         handlers: list[logging.Handler],
         console_stream: TextIO | None,
+        parent: RunLog | None = None,
     ) -> None:
         self.path = path
         self.console_stream = console_stream
+        self.parent = parent
         self._handlers = handlers
         self._closed = False
-        logger = logging.getLogger(LOGGER_NAME)
-        self._saved_level = logger.level
-        self._saved_propagate = logger.propagate
-        # Handlers of an enclosing run are set aside, not duplicated, while this one runs.
-        self._suspended = [h for h in logger.handlers if any(h in r._handlers for r in _runs)]
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` has run."""
         return self._closed
-
-    def _attach(self) -> None:
-        logger = logging.getLogger(LOGGER_NAME)
-        for handler in self._suspended:
-            logger.removeHandler(handler)
-        for handler in self._handlers:
-            logger.addHandler(handler)
-        logger.setLevel(min(h.level for h in self._handlers))
-        # The run's handlers own acekit's output; propagating too would print every
-        # line twice in programs that configured the root logger.
-        logger.propagate = False
 
     def log_versions(self, versions: Mapping[str, str]) -> None:
         """Log one ``'name' Version: x`` line per entry (plugins, extra packages)."""
@@ -241,30 +327,32 @@ class RunLog:
         """
         get_logger(LOGGER_NAME).info("\n" + text.rstrip("\n") + "\n")
 
+    def _inside(self, other: RunLog) -> bool:
+        run = self.parent
+        while run is not None:
+            if run is other:
+                return True
+            run = run.parent
+        return False
+
     def close(self) -> None:
-        """End the run: detach and close its handlers, restore the ``acekit`` logger.
+        """End the run: close its handlers; the last run out restores the logger.
 
         Runs started inside this one are closed first.  Calling it again does nothing.
         """
         with _lock:
             if self._closed:
                 return
-            if self in _runs:
-                while _runs and _runs[-1] is not self:
-                    _runs[-1].close()
-                _runs.pop()
-            logger = logging.getLogger(LOGGER_NAME)
+            for inner in [r for r in reversed(_open) if r._inside(self)]:
+                inner.close()
+            self._closed = True
+            _uninstall(self)
             for handler in self._handlers:
-                logger.removeHandler(handler)
                 handler.flush()
                 if isinstance(handler, logging.FileHandler):
                     handler.close()
-            for handler in self._suspended:
-                if handler not in logger.handlers:
-                    logger.addHandler(handler)
-            logger.setLevel(self._saved_level)
-            logger.propagate = self._saved_propagate
-            self._closed = True
+        if _CURRENT.get() is self:
+            _CURRENT.set(_open_parent(self))
 
     def __enter__(self) -> RunLog:
         return self
@@ -291,10 +379,21 @@ class RunLog:
         return f"<RunLog {str(self.path)!r} {state}>"
 
 
+def _open_parent(run: RunLog | None) -> RunLog | None:
+    parent = run.parent if run is not None else None
+    while parent is not None and parent.closed:
+        parent = parent.parent
+    return parent
+
+
 def current_run() -> RunLog | None:
-    """Return the innermost open run, or ``None`` when no run is logging."""
-    with _lock:
-        return _runs[-1] if _runs else None
+    """Return the innermost open run of the current context, or ``None``.
+
+    Each thread (and asyncio task) has its own: a run started in another thread is not
+    this one's.
+    """
+    run = _CURRENT.get()
+    return run if run is None or not run.closed else _open_parent(run)
 
 
 def _package_version(name: str) -> str:
@@ -306,6 +405,7 @@ def _package_version(name: str) -> str:
 
 
 def _new_log_path(logs_dir: Path) -> Path:
+    logs_dir.mkdir(parents=True, exist_ok=True)
     # ':' is not allowed in Windows file names, hence '-' between hours and minutes.
     stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S.%f")
     for attempt in range(1000):
@@ -334,7 +434,7 @@ def _json_targets(json: JsonMode) -> tuple[bool, bool]:
 
 
 def start_run_log(
-    logs_dir: str | Path = "logs",
+    logs_dir: str | os.PathLike[str] | None = "logs",
     *,
     console: bool = True,
     json: JsonMode = False,
@@ -352,7 +452,10 @@ def start_run_log(
     never loads plugins itself).
 
     Args:
-        logs_dir: Directory of the log files.
+        logs_dir: Directory of the log files; ``None`` writes no file. When it cannot
+            be written (a read-only working folder), the file goes to a folder in the
+            system's temporary directory instead and a warning says so and how to
+            choose ``logs_dir``; when that fails too, the run has no file.
         console: Print events on ``stream`` as well.
         json: ``True`` or ``"file"``: the file holds JSON lines; ``"console"``: the
             console prints JSON lines; ``"both"``; ``False``: human lines everywhere.
@@ -364,19 +467,18 @@ def start_run_log(
 
     Returns:
         The open :class:`RunLog`; close it, or use it in a ``with`` block.  A run
-        started while another is open nests: the outer one's handlers are set aside
-        until the inner one closes.
+        started while another is open in the same thread nests: the outer one gets
+        no lines until the inner one closes.  Runs in other threads are independent.
     """
     file_json, console_json = _json_targets(json)
-    directory = Path(logs_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = _new_log_path(directory)
+    path, problem = _create_log_file(logs_dir)
 
     handlers: list[logging.Handler] = []
-    file_handler = logging.FileHandler(path, mode="a", encoding="utf-8")
-    file_handler.setLevel(file_level)
-    file_handler.setFormatter(_JsonFormatter() if file_json else _HumanFormatter())
-    handlers.append(file_handler)
+    if path is not None:
+        file_handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+        file_handler.setLevel(file_level)
+        file_handler.setFormatter(_JsonFormatter() if file_json else _HumanFormatter())
+        handlers.append(file_handler)
 
     console_stream: TextIO | None = None
     if console:
@@ -386,14 +488,17 @@ def start_run_log(
         console_handler.setFormatter(_JsonFormatter() if console_json else _HumanFormatter())
         console_handler.addFilter(_not_file_only)
         handlers.append(console_handler)
-        print(f"Created log at: {path}", file=console_stream, flush=True)
+        if path is not None:
+            print(f"Created log at: {path}", file=console_stream, flush=True)
 
     with _lock:
-        run = RunLog(path, handlers, console_stream)
-        run._attach()
-        _runs.append(run)
+        run = RunLog(path, handlers, console_stream, parent=current_run())
+        _install(run)
+    _CURRENT.set(run)
 
     log = get_logger(LOGGER_NAME)
+    if problem:
+        log.warning(problem)
     acekit_version = _package_version("acekit")
     log.info(f"acekit Version: {acekit_version}", package="acekit", version=acekit_version)
     torch_version = _package_version("torch")
@@ -405,9 +510,27 @@ def start_run_log(
     return run
 
 
+def _create_log_file(logs_dir: str | os.PathLike[str] | None) -> tuple[Path | None, str]:
+    """The run's new log file (or ``None``), and a warning when it is not in ``logs_dir``."""
+    if logs_dir is None:
+        return None, ""
+    try:
+        return _new_log_path(Path(logs_dir)), ""
+    except OSError as error:
+        reason = f"cannot write the run log to {str(logs_dir)!r} ({error.strerror or error})"
+    how = "pass logs_dir= a writable folder, or logs_dir=None for no log file"
+    # One folder per user: another user's folder in /tmp would not be writable.
+    fallback = Path(tempfile.gettempdir()) / f"acekit-logs-{getattr(os, 'getuid', str)()}"
+    try:
+        path = _new_log_path(fallback)
+    except OSError:
+        return None, f"{reason}; this run has no log file ({how})"
+    return path, f"{reason}; writing it to {str(path)!r} instead ({how})"
+
+
 @contextlib.contextmanager
 def run_logging(
-    logs_dir: str | Path = "logs",
+    logs_dir: str | os.PathLike[str] | None = "logs",
     *,
     console: bool = True,
     json: JsonMode = False,

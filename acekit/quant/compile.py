@@ -9,7 +9,7 @@ a :class:`~acekit.runtime.quantized.QuantizedModule`.
 from __future__ import annotations
 
 import inspect
-import random
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,6 +24,7 @@ from acekit.plugin import plugin_versions
 from acekit.quant.context import QuantContext, use_context
 from acekit.quant.data import CalibrationData, Select
 from acekit.quant.layers import check_layer_keys
+from acekit.quant.seeding import seeded
 from acekit.quant.targets import resolve_target, target_rules
 from acekit.runtime.distributed import check_process_group
 from acekit.runtime.quantized import CompileReport, QuantizedModule
@@ -58,15 +59,17 @@ def compile(
     select: Select | None = None,
     pipeline: Pipeline | str | None = None,
     parser: str | None = None,
-    logs_dir: str = "logs",
+    logs_dir: str | os.PathLike[str] | None = "logs",
 ) -> QuantizedModule:
     """Quantize ``model`` for the settings' target; the result simulates it in torch.
 
     ``example_inputs`` are what ``model(*example_inputs)`` is called with (tracing);
     ``calibration_inputs`` a tensor, a tuple or dict of tensors, or batches of them (a
     list or a DataLoader, with ``select`` picking the model inputs out of a batch).
-    ``pipeline`` replaces the default pipeline (:func:`default_pipeline`). The model is
-    never modified. Everything is checked (settings, target, data) before parsing.
+    ``pipeline`` replaces the default pipeline (:func:`default_pipeline`). The run's
+    log file goes to ``logs_dir`` (``None``: no file). The model is never modified, nor
+    are the caller's random generators (the seed applies inside the run only).
+    Everything is checked (settings, target, data) before parsing.
     """
     inputs = check_example_inputs(model, example_inputs)
     return quantize_parsed(
@@ -90,7 +93,7 @@ def quantize_parsed(
     settings: Settings | None = None,
     select: Select | None = None,
     pipeline: Pipeline | str | None = None,
-    logs_dir: str = "logs",
+    logs_dir: str | os.PathLike[str] | None = "logs",
 ) -> QuantizedModule:
     """:func:`compile` for a model that ``parse_model()`` parses (used by backends).
 
@@ -120,8 +123,10 @@ def quantize_parsed(
         )
         data.first()
     device = _device_of(example_inputs)
-    _seed(settings.training.random_seed)
-    with run_logging(logs_dir, extra_versions=plugin_versions()) as run:
+    with (
+        seeded(settings.training.random_seed),
+        run_logging(logs_dir, extra_versions=plugin_versions()) as run,
+    ):
         run.log_block(settings.format())
         log.info(f"Target: {target.title}: {rules.reason}")
         started = time.perf_counter()
@@ -221,17 +226,6 @@ def _device_of(inputs: Sequence[Any]) -> torch.device:
         if isinstance(item, torch.Tensor):
             return item.device
     return torch.device("cpu")
-
-
-def _seed(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy
-
-        numpy.random.seed(seed)
-    except ImportError:  # numpy is optional
-        pass
 
 
 def _log_processed(graph: Any) -> None:

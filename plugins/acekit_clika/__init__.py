@@ -122,7 +122,7 @@ def _quantize(
         settings=options.get("settings"),
         select=options.get("select"),
         pipeline=options.get("pipeline"),
-        logs_dir=str(options.get("logs_dir", "logs")),
+        logs_dir=options.get("logs_dir", "logs"),
     )
 
 
