@@ -8,6 +8,7 @@ from pathlib import Path
 
 import graphviz
 
+from acekit.fileio import atomic_write, check_output_path
 from acekit.ir.graph import Graph, Node, Value
 from acekit.logging import get_logger
 
@@ -104,19 +105,21 @@ def graph_to_dot(graph: Graph) -> graphviz.Digraph:
 def render(graph: Graph, path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
     """Write a picture of ``graph`` to ``path`` (SVG, PNG or PDF by extension).
 
-    Without graphviz's ``dot`` binary the picture cannot be laid out: the ``.dot`` source
-    is written next to ``path`` instead and a log line says how to install ``dot``.
+    ``path`` is checked like an export's before any work (see
+    :func:`acekit.fileio.check_output_path`) and written atomically. A ``.dot`` or
+    ``.gv`` path gets the graph source. Without graphviz's ``dot`` binary the picture
+    cannot be laid out: the source is written to ``<path>.dot`` (``graph.svg.dot``, so
+    that a ``graph.dot`` of the user's is never replaced) and a log line says how to
+    install ``dot``.
     """
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
-    if target.exists():
-        log.info(f"Visualization: file exists: '{target}', Overwriting.")
-    dot = graph_to_dot(graph)
+    target = check_output_path(path, overwrite=overwrite)
     fmt = target.suffix.lstrip(".").lower() or "svg"
+    dot = graph_to_dot(graph)
+    if fmt in _SOURCE_FORMATS:
+        return _write(target, dot.source.encode("utf-8"))
     if shutil.which("dot") is None:
-        fallback = target.with_suffix(".dot")
-        fallback.write_text(dot.source)
+        fallback = check_output_path(target.with_name(target.name + ".dot"), overwrite=overwrite)
+        _write(fallback, dot.source.encode("utf-8"))
         log.warning(
             f"graphviz's 'dot' binary is not installed, wrote the graph source to '{fallback}' "
             "instead (install graphviz, e.g. 'apt-get install graphviz', then run "
@@ -125,8 +128,15 @@ def render(graph: Graph, path: str | os.PathLike[str], *, overwrite: bool = True
         return fallback
     log.info("Creating a visualization of the Graph. It may take few minutes.")
     data = dot.pipe(format=fmt)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+    _write(target, data)
     log.info(f"Saved graph visualization to: {target}")
     return target
+
+
+_SOURCE_FORMATS = frozenset({"dot", "gv"})
+
+
+def _write(target: Path, data: bytes) -> Path:
+    if target.exists():
+        log.info(f"Visualization: file exists: '{target}', Overwriting.")
+    return atomic_write(target, lambda tmp: tmp.write_bytes(data))

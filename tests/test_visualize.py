@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from acekit.fileio import OutputPathError
 from acekit.ir import Granularity, QuantSpec
 from acekit.visualize import graph_to_dot, render
 from tests.ir_builders import vit_like_graph
@@ -31,7 +32,7 @@ def test_render_writes_svg(tmp_path: Path) -> None:
     path = render(vit_like_graph(blocks=1), tmp_path / "graph.svg")
     assert path == tmp_path / "graph.svg"
     assert path.read_text().lstrip().startswith("<?xml")
-    with pytest.raises(FileExistsError, match="overwrite=True"):
+    with pytest.raises(OutputPathError, match="overwrite=True"):
         render(vit_like_graph(blocks=1), path, overwrite=False)
 
 
@@ -39,7 +40,23 @@ def test_render_falls_back_to_dot_source_without_graphviz(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
+    mine = tmp_path / "graph.dot"
+    mine.write_text("the user's own file")
     path = render(vit_like_graph(blocks=1), tmp_path / "graph.svg")
-    assert path == tmp_path / "graph.dot"
+    assert path == tmp_path / "graph.svg.dot"
     assert path.read_text().startswith("digraph VisionTransformer")
     assert not (tmp_path / "graph.svg").exists()
+    assert mine.read_text() == "the user's own file"
+
+
+def test_render_checks_its_path_like_export(tmp_path: Path) -> None:
+    graph = vit_like_graph(blocks=1)
+    with pytest.raises(OutputPathError, match="is a directory"):
+        render(graph, tmp_path)
+    with pytest.raises(OutputPathError, match="does not exist"):
+        render(graph, tmp_path / "missing" / "graph.svg")
+    (tmp_path / "graph.dot").write_text("old")
+    with pytest.raises(OutputPathError, match="overwrite=True"):
+        render(graph, tmp_path / "graph.dot", overwrite=False)
+    assert (tmp_path / "graph.dot").read_text() == "old"
+    assert render(graph, tmp_path / "graph.dot").read_text().startswith("digraph")
