@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +33,10 @@ from acekit.runtime.shapes import fill_unknown_types
 from acekit.settings import QuantizationAlgorithm, Settings
 
 log = get_logger(__name__)
+
+#: torch.fx's tracer patches module-level state while it traces: two traces at once in
+#: two threads break each other, so concurrent runs parse one at a time.
+_PARSE_LOCK = threading.Lock()
 
 #: Passes that read calibration data: a pipeline with one of them needs it up front.
 CALIBRATING_PASSES = frozenset({"calibrate", "auto-skip"})
@@ -130,7 +135,8 @@ def quantize_parsed(
         run.log_block(settings.format())
         log.info(f"Target: {target.title}: {rules.reason}")
         started = time.perf_counter()
-        graph = parse_model()
+        with _PARSE_LOCK:
+            graph = parse_model()
         parsed, parsed_ops = len(graph), count_ops(graph)
         check_layer_keys(graph, _layer_names(settings))
         log.info(f"Running pipeline: {steps.spec()}")
