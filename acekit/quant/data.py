@@ -87,7 +87,9 @@ class CalibrationData:
     def count(self, limit: int | None = None) -> int | None:
         """How many batches :meth:`batches` will give, when the source knows its length."""
         if self.one_shot:
-            return self._pulled if self._exhausted and limit is None else limit
+            if not self._exhausted:
+                return limit
+            return self._pulled if limit is None else min(self._pulled, limit)
         try:
             size = len(self._raw())  # type: ignore[arg-type]
         except TypeError:
