@@ -153,11 +153,15 @@ def _configure_demo(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from acekit.cli_quantize import QuantizeCommandError, check_out_dir
     from acekit.demo import run_demo
 
-    run_demo(Path(args.out))  # the report is the run log's last block
+    try:
+        out_dir = check_out_dir(args.out)
+    except QuantizeCommandError as error:
+        print(f"acekit demo: error: {error}", file=sys.stderr)
+        return 2
+    run_demo(out_dir)  # the report is the run log's last block
     return 0
 
 
