@@ -69,6 +69,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     np.save(root / "empty.npy", np.zeros((0, 3, 16, 16), np.float32))
     np.save(root / "wrong_shape.npy", np.zeros((4, 3, 8, 8), np.float32))
     np.save(root / "nan.npy", np.full((2, 3, 16, 16), np.nan, np.float32))
+    late_inf = np.random.default_rng(0).standard_normal((3, 3, 16, 16)).astype(np.float32)
+    late_inf[2, 0, 0, 0] = np.inf
+    np.save(root / "late_inf.npy", late_inf)
     whole = (root / "nan.npy").read_bytes()
     (root / "truncated.npy").write_bytes(whole[: len(whole) // 2])
     (root / "text.npy").write_text("1, 2, 3")
@@ -100,6 +103,7 @@ CASES = {
     "empty .npy": ("Tiny", ["--calibration", "{p}/empty.npy"], ["empty.npy", "no inputs"]),
     "wrong shape .npy": ("Tiny", ["--calibration", "{p}/wrong_shape.npy"], ["(4, 3, 8, 8)"]),
     "NaN .npy": ("Tiny", ["--calibration", "{p}/nan.npy"], ["NaN", "finite"]),
+    "Inf in batch 2": ("Tiny", ["--calibration", "{p}/late_inf.npy"], ["batch 2", "Inf"]),
     "text .pt": ("Tiny", ["--calibration", "{p}/text.pt"], ["text.pt", "torch.save"]),
     "dict .pt": ("Tiny", ["--calibration", "{p}/dict.pt"], ["dict.pt", "a dict", "torch.save"]),
     "unknown source": ("Tiny", ["--calibration", "{p}/data.csv"], ["data.csv", "folder"]),
