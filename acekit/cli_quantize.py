@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -131,10 +132,27 @@ def load_model(spec: str) -> tuple[torch.nn.Module, str]:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
         raise QuantizeCommandError(f"cannot load {spec!r}: {error}") from None
-    model = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
+    if callable(factory) and not isinstance(factory, torch.nn.Module):
+        _check_takes_no_arguments(spec, factory)
+        factory = factory()
+    model = factory
     if not isinstance(model, torch.nn.Module):
         raise QuantizeCommandError(f"{spec!r} gave a {type(model).__name__}, not a torch.nn.Module")
     return model.eval(), attribute
+
+
+def _check_takes_no_arguments(spec: str, factory: Any) -> None:
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins and some C extensions have none
+        return
+    try:
+        signature.bind()
+    except TypeError:
+        raise QuantizeCommandError(
+            f"{spec!r} needs arguments {signature}; give a factory that takes none "
+            "(a function in your own module that builds the model)"
+        ) from None
 
 
 def load_calibration(source: str, shape: tuple[int, ...], steps: int) -> list[torch.Tensor]:

@@ -40,6 +40,11 @@ class Odd(Tiny):
         return torch.atan2(super().forward(x), x.mean())
 
 
+class Sized(Tiny):
+    def __init__(self, width):
+        super().__init__()
+
+
 class Branchy(Tiny):
     def forward(self, x):
         if x.sum() > 0:
@@ -117,6 +122,7 @@ CASES = {
     "--out under a file": ("Tiny", ["--out", "{p}/a_file/sub"], ["a_file", "give a folder"]),
     "bad shape": ("Tiny", ["--input-shape", "1,3,x"], ["--input-shape", "integers"]),
     "bits": ("Tiny", ["--weights-bits", "12"], ["weights_num_bits"]),
+    "factory with arguments": ("Sized", [], ["user_models:Sized", "(width)", "takes none"]),
     "no module": ("Nope", [], ["user_models:Nope", "cannot load"]),
     "unsupported op": ("Odd", [], ["torch.atan2", "'Odd'"]),
     "control flow": ("Branchy", [], ["'Branchy'", "cannot trace"]),
