@@ -57,7 +57,8 @@ class TraceFailedError(ParseError):
         if "/" in module:
             lines.append(
                 "- if only shapes steer it, mark the module as a leaf so that torch.export "
-                f"captures it alone: FxParser(leaf_modules=(type(model.{_attr_path(module)}),))"
+                "captures it alone: parse with parser=acekit_fx."
+                f"FxParser(leaf_modules=(type(model.{_attr_path(module)}),))"
             )
         super().__init__("\n".join(lines))
 
@@ -69,8 +70,9 @@ def fx_remedies(ops: Sequence[UnsupportedOp]) -> list[str]:
     if inner:
         leaves = ", ".join(f"type(model.{_attr_path(path)})" for path in inner[:3])
         remedies.append(
-            f"keep the module that uses it as a leaf, FxParser(leaf_modules=({leaves},)): "
-            "torch.export then captures it, and its ATen ops may be ones the IR has"
+            "keep the module that uses it as a leaf, parser=acekit_fx."
+            f"FxParser(leaf_modules=({leaves},)): torch.export then captures it, and its ATen "
+            "ops may be ones the IR has"
         )
     remedies.append(
         "try the torchscript parser, which reads ATen ops: acekit.parse(torch.jit.trace(model, "
