@@ -153,11 +153,15 @@ def _configure_demo(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from acekit.cli_quantize import QuantizeCommandError, check_out_dir
     from acekit.demo import run_demo
 
-    run_demo(Path(args.out))  # the report is the run log's last block
+    try:
+        out_dir = check_out_dir(args.out)
+    except QuantizeCommandError as error:
+        print(f"acekit demo: error: {error}", file=sys.stderr)
+        return 2
+    run_demo(out_dir)  # the report is the run log's last block
     return 0
 
 
@@ -171,6 +175,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
     from acekit.api import ParseError
     from acekit.cli_quantize import QuantizeCommandError, run
     from acekit.fileio import OutputPathError
+    from acekit.passes.pipeline import PassFailedError
     from acekit.quant.data import CalibrationDataError
     from acekit.quant.layers import UnknownLayerError
     from acekit.quant.targets import TargetError
@@ -191,6 +196,13 @@ def _run_quantize(args: argparse.Namespace) -> int:
         return run(args)
     except user_errors as error:
         print(f"acekit quantize: error: {error}", file=sys.stderr)
+        return 2
+    except PassFailedError as error:
+        # Calibration checks each batch as it reads it: a bad one found there is the
+        # user's data, not the pass's bug.
+        if not isinstance(error.__cause__, user_errors):
+            raise
+        print(f"acekit quantize: error: {error.__cause__}", file=sys.stderr)
         return 2
 
 

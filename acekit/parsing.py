@@ -33,6 +33,7 @@ __all__ = [
     "set_outputs",
     "shape_source",
     "type_of",
+    "unsupported_op_remedies",
 ]
 
 
@@ -62,16 +63,24 @@ class UnsupportedOp:
 
 
 class UnsupportedOpsError(ParseError):
-    """The model uses ops the IR does not know; ``ops`` lists every one found in one go."""
+    """The model uses ops the IR does not know; ``ops`` lists every one found in one go.
 
-    def __init__(self, model_name: str, ops: Sequence[UnsupportedOp]) -> None:
+    The message ends with what to do: the parser's own ``remedies`` (another parser, a
+    leaf module) among the ones every parser shares (:func:`unsupported_op_remedies`).
+    """
+
+    def __init__(
+        self, model_name: str, ops: Sequence[UnsupportedOp], remedies: Sequence[str] = ()
+    ) -> None:
         self.model_name = model_name
         self.ops = tuple(ops)
+        self.remedies = tuple(unsupported_op_remedies(self.ops, remedies))
         counts = Counter(op.op for op in self.ops)
         summary = ", ".join(
             f"{name} ({count} nodes)" if count > 1 else name for name, count in counts.items()
         )
         lines = [f"- {op.describe()}" for op in self.ops]
+        lines += ["What to do:", *(f"- {remedy}" for remedy in self.remedies)]
         super().__init__(
             f"model {model_name!r} uses {len(counts)} op(s) the IR does not support: "
             f"{summary}\n" + "\n".join(lines)
@@ -81,6 +90,32 @@ class UnsupportedOpsError(ParseError):
     def op_names(self) -> list[str]:
         """The distinct unsupported ops, in the order first met."""
         return list(dict.fromkeys(op.op for op in self.ops))
+
+
+#: Words a parser puts in an :class:`UnsupportedOp`'s reason when the op reads tensor
+#: values into Python (``if x.sum() > 0``, ``x.item()``): no rewrite into IR ops helps.
+DATA_DEPENDENT = "tensor data"
+
+
+def unsupported_op_remedies(
+    ops: Sequence[UnsupportedOp], parser_remedies: Sequence[str] = ()
+) -> list[str]:
+    """What a user can do about ``ops``: the parser's own ``parser_remedies`` amid the
+    ones every parser shares (control flow on tensor data first: no parser takes it)."""
+    remedies = []
+    if any(DATA_DEPENDENT in op.reason for op in ops):
+        remedies.append(
+            "control flow on tensor values (`if x.sum() > 0:`, `x.item()`) gives no single "
+            "graph: compute both branches and pick with torch.where"
+        )
+    remedies += [
+        *parser_remedies,
+        "rewrite the lines above with ops the IR has (docs/ir-ops.md lists them), or move "
+        "them out of the model into pre- or post-processing",
+        "to make it an IR op, add it through a plugin: a schema (acekit_register_ops), a "
+        "kernel and a parser or pass that emits it (docs/writing-a-plugin.md#ops-of-your-own)",
+    ]
+    return remedies
 
 
 class ModelRaisedError(ParseError):

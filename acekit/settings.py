@@ -675,14 +675,13 @@ class Settings:
         """Load settings from a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file.
 
         Raises:
-            SettingsError: for an unsupported extension, a file that does not parse,
-                or content :meth:`from_dict` rejects; the message names the file.
-            OSError: when the file cannot be read.
+            SettingsError: for an unsupported extension, a file that is missing, cannot
+                be read, is not UTF-8 text or does not parse, or content
+                :meth:`from_dict` rejects; the message names the file and the fix.
         """
         path = Path(path)
         fmt = _format_for(path)
-        text = path.read_text(encoding="utf-8")
-        return cls.from_dict(_load_text(text, fmt, source=path), source=path)
+        return cls.from_dict(_load_text(_read_text(path), fmt, source=path), source=path)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the settings to ``path`` in the format its extension selects.
@@ -803,6 +802,24 @@ def _format_for(path: Path) -> str:
             path=path,
         )
     return fmt
+
+
+def _read_text(path: Path) -> str:
+    """The text of settings file ``path``; every way reading it fails is a SettingsError."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError("no such settings file; check the path", path=path) from None
+    except IsADirectoryError:
+        raise SettingsError("is a directory; give a settings file", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(
+            f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8",
+            path=path,
+        ) from None
+    except OSError as exc:
+        raise SettingsError(f"cannot be read: {exc.strerror or exc}", path=path) from None
 
 
 def _load_text(text: str, fmt: str, *, source: str | os.PathLike[str] | None = None) -> Any:

@@ -19,12 +19,14 @@ import pytest
 import torch
 from torch import nn
 
-from acekit.ir import Graph
+from acekit.ir import Graph, format_graph
 from acekit.passes import Pipeline
 from acekit.plugin import PluginManager, Registry
 from acekit_torchscript import (
     ModelRaisedError,
+    ScriptingFailedError,
     TorchScriptFileError,
+    TorchScriptInputError,
     TorchScriptParser,
     UnsupportedOpsError,
     acekit_choose_parser,
@@ -452,9 +454,25 @@ def test_truncated_file_is_named(
         parse_torchscript(path, (x,))
 
 
-def test_plain_module_is_refused() -> None:
-    with pytest.raises(TypeError, match=r"torch\.jit\.trace"):
-        parse_torchscript(SmallCNN(), (torch.randn(1, 3, 8, 8),))
+def test_plain_module_is_scripted(cnn: tuple[nn.Module, torch.Tensor]) -> None:
+    model, x = cnn
+    graph = parse_torchscript(model, (x,))
+    assert format_graph(graph) == format_graph(parse_torchscript(torch.jit.script(model), (x,)))
+    assert_equivalent(graph, model, x)
+
+
+def test_a_module_torch_jit_script_rejects_is_named_with_what_to_pass() -> None:
+    class Unscriptable(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * len({id(x): x})  # a dict comprehension keyed by id(): not TorchScript
+
+    with pytest.raises(ScriptingFailedError, match=r"'Unscriptable'.*torch\.jit\.trace"):
+        parse_torchscript(Unscriptable(), (torch.randn(2),))
+
+
+def test_other_objects_are_refused() -> None:
+    with pytest.raises(TorchScriptInputError, match="got int"):
+        parse_torchscript(3, (torch.randn(2),))  # type: ignore[arg-type]
 
 
 # -- unsupported ops and bad models ---------------------------------------------------------------

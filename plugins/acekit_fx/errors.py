@@ -5,10 +5,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from acekit.api import ParseError
 from acekit.parsing import ModelRaisedError, UnsupportedOp, UnsupportedOpsError
 
-__all__ = ["ModelRaisedError", "TraceFailedError", "UnsupportedOp", "UnsupportedOpsError"]
+__all__ = [
+    "ModelRaisedError",
+    "TraceFailedError",
+    "UnsupportedOp",
+    "UnsupportedOpsError",
+    "fx_remedies",
+]
 
 
 class TraceFailedError(ParseError):
@@ -39,14 +47,38 @@ class TraceFailedError(ParseError):
             lines.append(f"torch.export could not capture it either: {export_reason}")
         lines += [
             "What to try:",
-            "- data-dependent control flow (`if x.sum() > 0:`) cannot be traced: try "
-            "acekit.parse(model, inputs, parser='torchscript'), or rewrite the branch "
-            "with torch.where / torch.cond;",
-            f"- or mark the module as a leaf so the tracer does not look inside it: "
-            f"FxParser(leaf_modules=(type(model.{_attr_path(module)}),)) — the parser then "
-            "needs an op for it (an acekit_register_ops plugin).",
+            "- control flow on tensor values (`if x.sum() > 0:`) gives no single graph: "
+            "compute both branches and pick with torch.where",
+            "- if every input you deploy takes the branch the example inputs take, record "
+            "that branch: acekit.parse(torch.jit.trace(model, example_inputs), "
+            "example_inputs, parser='torchscript') (acekit.compile takes the traced module "
+            "too)",
         ]
+        if "/" in module:
+            lines.append(
+                "- if only shapes steer it, mark the module as a leaf so that torch.export "
+                "captures it alone: parse with parser=acekit_fx."
+                f"FxParser(leaf_modules=(type(model.{_attr_path(module)}),))"
+            )
         super().__init__("\n".join(lines))
+
+
+def fx_remedies(ops: Sequence[UnsupportedOp]) -> list[str]:
+    """What the FX parser can do differently about ``ops`` (the shared remedies follow)."""
+    remedies = []
+    inner = sorted({op.subgraph for op in ops if "/" in op.subgraph})
+    if inner:
+        leaves = ", ".join(f"type(model.{_attr_path(path)})" for path in inner[:3])
+        remedies.append(
+            "keep the module that uses it as a leaf, parser=acekit_fx."
+            f"FxParser(leaf_modules=({leaves},)): torch.export then captures it, and its ATen "
+            "ops may be ones the IR has"
+        )
+    remedies.append(
+        "try the torchscript parser, which reads ATen ops: acekit.parse(torch.jit.trace(model, "
+        "example_inputs), example_inputs, parser='torchscript')"
+    )
+    return remedies
 
 
 def _attr_path(subgraph: str) -> str:

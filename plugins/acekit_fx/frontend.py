@@ -13,6 +13,7 @@ from acekit import parsing
 from acekit.ir import Graph, Value
 from acekit_fx.context import NodeContext
 from acekit_fx.converter import Converter
+from acekit_fx.errors import fx_remedies
 from acekit_fx.handlers.modules import is_torch_leaf
 from acekit_fx.values import POISON, ConstTensor
 
@@ -94,7 +95,8 @@ def finish(
 ) -> Graph:
     """Raise for unsupported ops; else set the outputs and verify the graph."""
     if converter.unsupported:
-        raise parsing.UnsupportedOpsError(model_name, converter.unsupported)
+        unsupported = converter.unsupported
+        raise parsing.UnsupportedOpsError(model_name, unsupported, fx_remedies(unsupported))
     values: list[Value] = []
     consts: dict[int, Any] = {}
     for leaf in leaves:

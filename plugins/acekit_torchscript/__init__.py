@@ -1,5 +1,7 @@
 """acekit's TorchScript parser plugin: traced or scripted modules and saved files -> Graph.
 
+A plain ``nn.Module`` given to it is scripted first.
+
 Registered through the ``acekit`` entry-point group (``torchscript =
 "acekit_torchscript"``). ``docs/torchscript.md`` describes what it reads and how.
 """
@@ -11,7 +13,9 @@ from typing import Any
 from acekit.plugin import Registrar, hookimpl
 from acekit_torchscript.errors import (
     ModelRaisedError,
+    ScriptingFailedError,
     TorchScriptFileError,
+    TorchScriptInputError,
     TorchScriptParseError,
     UnsupportedOp,
     UnsupportedOpsError,
@@ -21,7 +25,9 @@ from acekit_torchscript.parser import TorchScriptParser, parse_torchscript
 
 __all__ = [
     "ModelRaisedError",
+    "ScriptingFailedError",
     "TorchScriptFileError",
+    "TorchScriptInputError",
     "TorchScriptParseError",
     "TorchScriptParser",
     "UnsupportedOp",

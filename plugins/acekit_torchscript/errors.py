@@ -7,6 +7,7 @@ here also :class:`TorchScriptParseError`\ s.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from acekit import parsing
 from acekit.api import ParseError
@@ -14,7 +15,9 @@ from acekit.parsing import UnsupportedOp
 
 __all__ = [
     "ModelRaisedError",
+    "ScriptingFailedError",
     "TorchScriptFileError",
+    "TorchScriptInputError",
     "TorchScriptParseError",
     "UnsupportedOp",
     "UnsupportedOpsError",
@@ -34,8 +37,35 @@ class TorchScriptFileError(TorchScriptParseError):
         super().__init__(f"cannot load TorchScript file '{self.path}': {reason}")
 
 
+class TorchScriptInputError(TorchScriptParseError, TypeError):
+    """The model is neither a module nor the path of a TorchScript file."""
+
+
+class ScriptingFailedError(TorchScriptParseError):
+    """A plain ``nn.Module`` given to the torchscript parser that ``torch.jit.script`` rejects."""
+
+    def __init__(self, model_name: str, reason: str) -> None:
+        self.model_name = model_name
+        self.reason = reason
+        super().__init__(
+            f"torch.jit.script cannot compile model {model_name!r} ({reason}); pass "
+            "torch.jit.trace(model, example_inputs) to the torchscript parser instead (it "
+            "records the path the example inputs take), or parse with parser='fx'"
+        )
+
+
 class UnsupportedOpsError(parsing.UnsupportedOpsError, TorchScriptParseError):
     """The model uses ops the IR does not know; ``ops`` lists every one found."""
+
+    def __init__(self, model_name: str, ops: Sequence[UnsupportedOp]) -> None:
+        super().__init__(
+            model_name,
+            ops,
+            [
+                "try the fx parser on the Python model, which reads torch's own calls: "
+                "acekit.parse(model, example_inputs, parser='fx')"
+            ],
+        )
 
 
 class ModelRaisedError(parsing.ModelRaisedError, TorchScriptParseError):

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from acekit_torchscript.errors import TorchScriptFileError
+from acekit_torchscript.errors import (
+    ScriptingFailedError,
+    TorchScriptFileError,
+    TorchScriptInputError,
+)
 
 
 def is_torchscript_input(model: Any) -> bool:
@@ -18,25 +23,44 @@ def is_torchscript_input(model: Any) -> bool:
 
 
 def load_script_module(model: Any) -> torch.jit.ScriptModule:
-    """``model`` itself when it is a ScriptModule; the module saved at ``model`` for a path.
+    """``model`` itself when it is a ScriptModule; the module saved at ``model`` for a path;
+    ``torch.jit.script(model)`` for a plain ``nn.Module``.
+
+    A plain module is scripted rather than traced: scripting keeps its control flow, so
+    a branch on tensor data is reported instead of being fixed to the example's path.
 
     Raises :class:`TorchScriptFileError` naming the file when it is missing, is not a
-    TorchScript archive or is truncated, and :class:`TypeError` for other objects.
+    TorchScript archive or is truncated, :class:`ScriptingFailedError` when a plain
+    module cannot be scripted, and :class:`TorchScriptInputError` for other objects.
     """
     if isinstance(model, torch.jit.ScriptModule):
         return model
     if isinstance(model, str | os.PathLike):
         return _load_file(Path(model))
     if isinstance(model, torch.nn.Module):
-        raise TypeError(
-            f"the torchscript parser reads ScriptModules and saved TorchScript files, not a "
-            f"plain {type(model).__name__}: pass torch.jit.trace(model, example_inputs) or "
-            "torch.jit.script(model), or use the fx parser"
-        )
-    raise TypeError(
-        "the torchscript parser reads a torch.jit.ScriptModule or the path of a saved one, "
-        f"got {type(model).__name__}"
+        return _script(model)
+    raise TorchScriptInputError(
+        "the torchscript parser reads a torch.nn.Module, a torch.jit.ScriptModule or the path "
+        f"of a saved one, got {type(model).__name__}"
     )
+
+
+def _script(model: torch.nn.Module) -> torch.jit.ScriptModule:
+    name = type(model).__name__
+    try:
+        with warnings.catch_warnings():
+            # The user chose this parser; torch's deprecation notice is not for them.
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+            scripted = torch.jit.script(model)
+    except Exception as error:
+        raise ScriptingFailedError(name, _first_line(error)) from error
+    assert isinstance(scripted, torch.jit.ScriptModule)
+    return scripted
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _load_file(path: Path) -> torch.jit.ScriptModule:
@@ -66,10 +90,7 @@ def _load_file(path: Path) -> torch.jit.ScriptModule:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise TorchScriptFileError(
-            path, f"torch.jit.load failed: {type(error).__name__}: {first_line}"
-        ) from error
+        raise TorchScriptFileError(path, f"torch.jit.load failed: {_first_line(error)}") from error
     if not isinstance(module, torch.jit.ScriptModule):
         raise TorchScriptFileError(path, f"it holds a {type(module).__name__}, not a module")
     return module

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from acekit.api import ExampleInputsError
 from acekit.ir import Graph, Value
 from acekit.logging import get_logger
 from acekit.parsing import encode_outputs, eval_mode, set_outputs, type_of
@@ -37,14 +38,15 @@ class TorchScriptParser:
     summary: ClassVar[str] = "TorchScript modules (traced or scripted) and saved TorchScript files"
 
     def parse(self, model: Any, example_inputs: Any) -> Graph:
-        """Parse ``model`` (a ScriptModule or a path) called with ``example_inputs``."""
+        """Parse ``model`` (ScriptModule, path or plain module) on ``example_inputs``."""
         return parse_torchscript(model, example_inputs)
 
 
 def parse_torchscript(
-    model: torch.jit.ScriptModule | str | os.PathLike[str], example_inputs: Any
+    model: torch.nn.Module | str | os.PathLike[str], example_inputs: Any
 ) -> Graph:
-    """Parse a ScriptModule, or the TorchScript file at a path, into a new Graph.
+    """Parse a ScriptModule, the TorchScript file at a path, or a plain module (scripted
+    with ``torch.jit.script``), into a new Graph.
 
     ``example_inputs`` are the positional inputs of ``forward`` (a tuple, or one
     tensor). The model runs once on them, in eval mode (its own mode is restored
@@ -96,14 +98,14 @@ def _input_entries(
     graph: Graph, root_name: str, arguments: Sequence[torch._C.Argument], inputs: tuple[Any, ...]
 ) -> list[Any]:
     if len(inputs) > len(arguments):
-        raise TypeError(
+        raise ExampleInputsError(
             f"{root_name}.forward takes {len(arguments)} inputs, {len(inputs)} example inputs given"
         )
     entries: list[Any] = []
     for index, argument in enumerate(arguments):
         if index >= len(inputs):
             if not argument.has_default_value():
-                raise TypeError(
+                raise ExampleInputsError(
                     f"no example input for argument {argument.name!r} of {root_name}.forward"
                 )
             entries.append(argument.default_value)
