@@ -87,7 +87,8 @@ _SHOWN = 60
 class BadField(Exception):
     """The first field of graph data that a saved graph cannot hold.
 
-    ``field`` locates it (``nodes[3].attrs``), ``problem`` says what is wrong.
+    ``field`` locates it (``nodes[3].attrs``; empty for the whole data), ``problem`` says
+    what is wrong.
     """
 
     def __init__(self, field: str, problem: str) -> None:
@@ -187,7 +188,7 @@ class _GraphChecker:
 
     def check(self, data: object, fmt: str, version: int) -> None:
         if not isinstance(data, dict):
-            raise BadField("(file)", f"expected a dict, got {type(data).__name__}")
+            raise BadField("", f"expected a dict, got {type(data).__name__}")
         if data.get("format") != fmt:
             raise BadField("format", f"not an acekit graph (format {show(data.get('format'))})")
         if data.get("version") != version:
@@ -363,15 +364,14 @@ class _GraphChecker:
 
 
 def _keys(entry: object, field: str, expected: Sequence[str]) -> None:
-    where = field or "(file)"
     if not isinstance(entry, dict):
-        raise BadField(where, f"expected a dict, got {type(entry).__name__}")
+        raise BadField(field, f"expected a dict, got {type(entry).__name__}")
     for key in expected:
         if key not in entry:
-            raise BadField(where, f"missing key {key!r}")
+            raise BadField(field, f"missing key {key!r}")
     for key in entry:
         if key not in expected:
-            raise BadField(where, f"unexpected key {show(key)}")
+            raise BadField(field, f"unexpected key {show(key)}")
 
 
 def _sequence(items: object, field: str) -> Sequence[Any]:

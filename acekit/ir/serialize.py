@@ -120,8 +120,8 @@ def graph_from_dict(
         check_graph_data(data, table, fmt=FORMAT, version=VERSION)
         graph = _build(data)
     except BadField as bad:
-        where = bad.field if not field else f"{field}.{bad.field}"
-        raise GraphFileError(bad.problem, path=source, field=where) from None
+        where = ".".join(part for part in (field, bad.field) if part)
+        raise GraphFileError(bad.problem, path=source, field=where or None) from None
     try:
         verify(graph, table)
     except VerificationError as error:
