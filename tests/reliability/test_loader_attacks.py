@@ -458,6 +458,17 @@ def test_generated_code_uses_only_names_the_generator_made(sentinel: Path) -> No
         assert text not in module.code
 
 
+def test_output_keys_and_constants_reach_the_code_only_as_literals(sentinel: Path) -> None:
+    texts = hostile_strings(sentinel)
+    graph = _chain(["a"])
+    entries = tuple((text, ("const", text)) for text in texts)
+    assert graph.output_node is not None
+    graph.output_node.attrs["structure"] = ("dict", (*entries, ("out", 0)))
+    result = to_module(graph)(torch.randn(2, 3))
+    assert list(result) == [*texts, "out"] and all(result[t] == t for t in texts)
+    assert not sentinel.exists()
+
+
 def test_quantizer_keys_are_generated_names(sentinel: Path) -> None:
     graph = _chain(["to", "class", hostile_strings(sentinel)[2]])
     for node in graph.nodes:
