@@ -23,6 +23,7 @@ The encoding of attribute values (dtypes by name) lives here too, beside its che
 
 from __future__ import annotations
 
+import difflib
 import keyword
 import math
 import re
@@ -247,7 +248,13 @@ class _GraphChecker:
             raise BadField(f"{field}.op", f"expected a string, got {type(op).__name__}")
         schema = self.ops.get(op)
         if schema is None:
-            raise BadField(f"{field}.op", f"op {show(op)} is not in the op schema table")
+            close = difflib.get_close_matches(op, list(self.ops), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise BadField(
+                f"{field}.op",
+                f"op {show(op)} is not in the op schema table{hint}; if a plugin adds it, "
+                "install and enable that plugin",
+            )
         name = self._new_name(entry["name"], f"{field}.name", self.node_names)
         self.node_names.add(name)
         what = f"node {name!r} ({op})"

@@ -33,7 +33,7 @@ VERSION = 1
 class GraphFileError(CorruptFileError):
     """A file that is not an acekit graph, from an unsupported version, or malformed."""
 
-    remedy = "write the graph again with acekit.ir.save_graph"
+    remedy = "damaged or not from acekit: save the graph again with acekit.ir.save_graph"
 
 
 def _encode_type(type_: TensorType) -> dict[str, Any]:

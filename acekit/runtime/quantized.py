@@ -62,7 +62,7 @@ class CheckpointMismatchError(ValueError):
 class QuantizedModuleFileError(CorruptFileError):
     """A file given to :func:`load` is not a saved QuantizedModule, or is malformed."""
 
-    remedy = "write the model again with QuantizedModule.save"
+    remedy = "damaged or not from acekit: save the model again with QuantizedModule.save"
 
 
 class QuantizedModule(nn.Module):
