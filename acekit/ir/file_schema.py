@@ -42,6 +42,9 @@ MAX_TEXT = 4096
 MAX_NAME = 1024
 #: Most items in one list of the file (nodes, tensors, scales, an attribute's tuple).
 MAX_ITEMS = 1 << 22
+#: Most items the attribute values of one file hold together (shared ones counted each
+#: time they appear).
+MAX_ATTRIBUTE_ITEMS = 1 << 20
 #: Deepest nesting of an attribute value.
 MAX_DEPTH = 16
 #: Highest tensor rank.
@@ -186,6 +189,9 @@ class _GraphChecker:
         self.node_names: set[str] = set()
         self.tensors: Mapping[str, torch.Tensor] = {}
         self.input_indices: dict[int, str] = {}
+        # Attribute values may repeat one pickled object many times over (a small file,
+        # a huge walk): all of them together get one budget of items.
+        self.budget = [MAX_ATTRIBUTE_ITEMS]
 
     def check(self, data: object, fmt: str, version: int) -> None:
         if not isinstance(data, dict):
@@ -318,7 +324,7 @@ class _GraphChecker:
                     field, f"{what} has no attribute {show(key)} (its attributes: {known})"
                 )
             where = f"{field}[{key!r}]"
-            _plain(value, where, 0)
+            _plain(value, where, 0, self.budget)
             decoded[key] = decode_value(value)
             _attr_kind(decoded[key], spec, where, what, key)
         for key, spec in schema.attributes.items():
@@ -494,10 +500,18 @@ def _numbers(values: object, field: str, kinds: tuple[type, ...]) -> None:
             raise BadField(field, f"{v} is not finite")
 
 
-def _plain(value: object, field: str, depth: int) -> None:
-    """Check that an attribute value is plain data: what the encoder writes, bounded."""
+def _plain(value: object, field: str, depth: int, budget: list[int]) -> None:
+    """Check that an attribute value is plain data: what the encoder writes, bounded.
+
+    ``budget`` holds how many more items the file's attribute values may have in all.
+    """
     if depth > MAX_DEPTH:
         raise BadField(field, f"nested deeper than {MAX_DEPTH} levels")
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise BadField(
+            field, f"the attribute values hold more than {MAX_ATTRIBUTE_ITEMS} items in all"
+        )
     if value is None or type(value) in (bool, float, complex):
         return
     if type(value) is int:
@@ -510,7 +524,7 @@ def _plain(value: object, field: str, depth: int) -> None:
         return
     if isinstance(value, list | tuple):
         for item in _sequence(value, field):
-            _plain(item, field, depth + 1)
+            _plain(item, field, depth + 1, budget)
         return
     if isinstance(value, dict):
         if DTYPE_MARK in value:
@@ -525,7 +539,7 @@ def _plain(value: object, field: str, depth: int) -> None:
                 raise BadField(
                     field, f"a dict key must be a short string or an int, got {show(key)}"
                 )
-            _plain(item, field, depth + 1)
+            _plain(item, field, depth + 1, budget)
         return
     raise BadField(field, f"an attribute cannot hold a {type(value).__name__}")
 

@@ -8,6 +8,7 @@ in every case no sentinel file written by injected code.
 
 from __future__ import annotations
 
+import copy
 import pickle
 import re
 from collections.abc import Callable
@@ -237,6 +238,14 @@ def _nested(depth: int) -> list[Any]:
     return value
 
 
+def _shared(width: int, depth: int) -> list[Any]:
+    """A list whose pickle is small but whose walk is ``width ** depth`` items long."""
+    value: list[Any] = [0] * width
+    for _ in range(depth - 1):
+        value = [value] * width
+    return value
+
+
 def _first_output(nodes: list[Payload]) -> Payload:
     return nodes[0]["outputs"][0]
 
@@ -281,6 +290,7 @@ ATTACKS: dict[str, tuple[Callable[[Payload], Any], str]] = {
         _set_attr("mean", "dim", _nested(40)),
         "nested",
     ),
+    "attribute repeating one list": (_set_attr("mean", "dim", _shared(1000, 3)), "in all"),
     # quantization parameters
     "NaN scale": (_set_quant("relu", "scale", [float("nan")]), "finite"),
     "infinite scale": (_set_quant("relu", "scale", [float("inf")]), "finite"),
@@ -369,7 +379,7 @@ def test_crafted_file_is_refused_naming_the_field(
     name: str, payloads: Any, tmp_path: Path, sentinel: Path
 ) -> None:
     damage, mention = ATTACKS[name]
-    payload = replaced(payloads["acekit.load"], ("format",), "acekit.quantized-module/1")
+    payload = copy.deepcopy(payloads["acekit.load"])
     path = save_payload(damage(payload), tmp_path / "attack.acekit")
     with pytest.raises(QuantizedModuleFileError) as caught:
         acekit.load(path)
@@ -384,7 +394,7 @@ def test_graph_loader_refuses_the_same_damage(
     name: str, payloads: Any, tmp_path: Path, sentinel: Path
 ) -> None:
     damage, mention = ATTACKS[name]
-    graph = damage({"graph": replaced(payloads["load_graph"], ("name",), "g")})["graph"]
+    graph = damage({"graph": copy.deepcopy(payloads["load_graph"])})["graph"]
     path = save_payload(graph, tmp_path / "graph.acekit")
     with pytest.raises(GraphFileError, match=mention):
         load_graph_file(path)
