@@ -232,7 +232,7 @@ class _GraphChecker:
                 raise BadField(field, problem)
             _tensor(tensor, field)
         refs = set(tensors)
-        for ref in refs:
+        for ref in tensors:
             parts = ref.split(".")
             for end in range(1, len(parts)):
                 prefix = ".".join(parts[:end])
