@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import torch
 
-from acekit.ir.serialize import graph_from_dict, graph_to_dict
+from acekit.ir.serialize import copy_graph
 from acekit.logging import get_logger, run_logging
 from acekit.plugin import plugin_versions
 from acekit.quant.deploy import deployment_graph
@@ -168,7 +168,7 @@ def _measure(job: _Job, timing_runs: int) -> JobReport:
 
 def export_float(qm: QuantizedModule, path: Path) -> Path:
     """Export ``qm``'s graph without quantization through the same target (the baseline)."""
-    graph = graph_from_dict(graph_to_dict(deployment_graph(qm.sync_graph())))
+    graph = copy_graph(deployment_graph(qm.sync_graph()))
     for node in graph.nodes:
         for value in node.outputs:
             value.quant = None

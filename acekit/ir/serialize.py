@@ -12,42 +12,28 @@ from typing import Any
 
 import torch
 
+from acekit.errors import CorruptFileError
+from acekit.ir.file_schema import (
+    BadField,
+    check_graph_data,
+    decode_value,
+    encode_value,
+    known_dtypes,
+)
 from acekit.ir.graph import Graph, Value
 from acekit.ir.quant import Granularity, QuantSpec
-from acekit.ir.tensor_type import TensorType, dtype_from_name, dtype_name
+from acekit.ir.schema import OpTable
+from acekit.ir.tensor_type import TensorType, dtype_name
+from acekit.ir.verify import VerificationError, verify
 
 FORMAT = "acekit-graph"
 VERSION = 1
 
 
-class GraphFileError(ValueError):
-    """A file that is not an acekit graph, or one from an unsupported version."""
+class GraphFileError(CorruptFileError):
+    """A file that is not an acekit graph, from an unsupported version, or malformed."""
 
-
-def _encode_value(value: Any) -> Any:
-    # Tuples and lists both survive torch's safe unpickler, but dtypes are encoded by
-    # name so that files never depend on pickling torch internals.
-    if isinstance(value, torch.dtype):
-        return {"__dtype__": dtype_name(value)}
-    if isinstance(value, tuple):
-        return tuple(_encode_value(v) for v in value)
-    if isinstance(value, list):
-        return [_encode_value(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _encode_value(v) for k, v in value.items()}
-    return value
-
-
-def _decode_value(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"__dtype__"}:
-            return dtype_from_name(value["__dtype__"])
-        return {k: _decode_value(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return tuple(_decode_value(v) for v in value)
-    if isinstance(value, list):
-        return [_decode_value(v) for v in value]
-    return value
+    remedy = "damaged or not from acekit: save the graph again with acekit.ir.save_graph"
 
 
 def _encode_type(type_: TensorType) -> dict[str, Any]:
@@ -58,7 +44,7 @@ def _encode_type(type_: TensorType) -> dict[str, Any]:
 
 
 def _decode_type(data: dict[str, Any]) -> TensorType:
-    dtype = None if data["dtype"] is None else dtype_from_name(data["dtype"])
+    dtype = None if data["dtype"] is None else known_dtypes()[data["dtype"]]
     return TensorType(dtype, data["shape"])
 
 
@@ -97,7 +83,7 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
                     {"name": v.name, "type": _encode_type(v.type), "quant": _encode_quant(v.quant)}
                     for v in node.outputs
                 ],
-                "attrs": _encode_value(node.attrs),
+                "attrs": encode_value(node.attrs),
                 "subgraph": node.subgraph,
                 "source_name": node.source_name,
                 "source_location": node.source_location,
@@ -112,21 +98,54 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
     }
 
 
-def graph_from_dict(data: dict[str, Any]) -> Graph:
-    """Rebuild a graph from :func:`graph_to_dict`'s data."""
-    if data.get("format") != FORMAT:
-        raise GraphFileError("not an acekit graph")
-    if data.get("version") != VERSION:
-        raise GraphFileError(f"graph format version {data.get('version')} is not supported")
+def graph_from_dict(
+    data: dict[str, Any],
+    *,
+    ops: OpTable | None = None,
+    source: str | os.PathLike[str] | None = None,
+    field: str = "",
+) -> Graph:
+    """Rebuild a graph from :func:`graph_to_dict`'s data, read from outside acekit.
+
+    The whole of ``data`` is checked (:mod:`acekit.ir.file_schema`) before anything is
+    built, and the graph is verified once built: bad data raises one
+    :class:`GraphFileError` naming ``source`` (the file) and the first bad field (under
+    ``field``, the data's place in the file). ``ops`` is the op table the graph's ops
+    must come from (default :data:`acekit.ir.core_ops.OPS`, which plugin ops join).
+    """
+    from acekit.ir import core_ops
+
+    table = core_ops.OPS if ops is None else ops
+    try:
+        check_graph_data(data, table, fmt=FORMAT, version=VERSION)
+        graph = _build(data)
+    except BadField as bad:
+        where = ".".join(part for part in (field, bad.field) if part)
+        raise GraphFileError(bad.problem, path=source, field=where or None) from None
+    try:
+        verify(graph, table)
+    except VerificationError as error:
+        node, problem = error.problems[0]
+        what = problem if node is None else f"{node.describe()}: {problem}"
+        raise GraphFileError(what, path=source, field=field or None) from None
+    return graph
+
+
+def copy_graph(graph: Graph) -> Graph:
+    """An independent copy of ``graph`` (sharing its tensors), as saving and loading make."""
+    return _build(graph_to_dict(graph))
+
+
+def _build(data: dict[str, Any]) -> Graph:
     graph = Graph(data["name"])
     graph.tensors.update(data["tensors"])
     values: dict[str, Value] = {}
-    for entry in data["nodes"]:
+    for i, entry in enumerate(data["nodes"]):
         outputs = entry["outputs"]
         node = graph.add_node(
             entry["op"],
             [values[name] for name in entry["inputs"]],
-            _decode_value(entry["attrs"]),
+            decode_value(entry["attrs"]),
             name=entry["name"],
             subgraph=entry["subgraph"],
             source_name=entry["source_name"],
@@ -134,6 +153,8 @@ def graph_from_dict(data: dict[str, Any]) -> Graph:
             num_outputs=len(outputs),
             types=[_decode_type(o["type"]) for o in outputs],
         )
+        if node.name != entry["name"]:
+            raise BadField(f"nodes[{i}].name", f"name {entry['name']!r} clashes with a value name")
         for value, saved in zip(node.outputs, outputs, strict=True):
             value.name = saved["name"]
             value.quant = _decode_quant(saved["quant"])
@@ -151,17 +172,27 @@ def save_graph(graph: Graph, path: str | os.PathLike[str]) -> Path:
     return atomic_torch_save(graph_to_dict(graph), path)
 
 
-def load_graph(path: str | os.PathLike[str]) -> Graph:
-    """Read a graph written by :func:`save_graph`."""
+def load_graph(path: str | os.PathLike[str], *, ops: OpTable | None = None) -> Graph:
+    """Read a graph written by :func:`save_graph`; the file is untrusted input.
+
+    Nothing in the file runs: it is read with ``weights_only=True`` and checked whole
+    before anything is built (see :func:`graph_from_dict`). Raises
+    :class:`GraphFileError` naming the file and the first bad field;
+    ``FileNotFoundError`` when there is no file.
+    """
+    data = read_payload(path, GraphFileError)
+    return graph_from_dict(data, ops=ops, source=path)
+
+
+def read_payload(path: str | os.PathLike[str], error: type[CorruptFileError]) -> Any:
+    """``torch.load`` of an untrusted file: plain data and tensors only, on the CPU.
+
+    Any failure but a missing file raises ``error`` naming the file.
+    """
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as error:
-        raise GraphFileError(f"{os.fspath(path)} is not a readable acekit graph: {error}") from None
-    if not isinstance(data, dict):
-        raise GraphFileError(f"{os.fspath(path)} is not an acekit graph")
-    try:
-        return graph_from_dict(data)
-    except GraphFileError as error:
-        raise GraphFileError(f"{os.fspath(path)}: {error}") from None
+    except Exception as exc:  # the unpickler raises many types for a damaged file
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise error(f"not a readable file: {reason}", path=path) from None

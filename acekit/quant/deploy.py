@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from acekit.ir.graph import Graph, Node, Value
-from acekit.ir.serialize import graph_from_dict, graph_to_dict
+from acekit.ir.serialize import copy_graph
 from acekit.runtime.kernels import fold_bn_weight
 
 #: Ops that disappear into the op producing their input when the graph is deployed.
@@ -39,7 +39,7 @@ def deployment_graph(graph: Graph) -> Graph:
     """
     if not any(node.op in FOLDED_AT_DEPLOYMENT for node in graph.nodes):
         return graph
-    copy = graph_from_dict(graph_to_dict(graph))
+    copy = copy_graph(graph)
     for node in list(copy.nodes):
         if node.op == "qat_batch_norm":
             _fold(copy, node)

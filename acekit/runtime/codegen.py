@@ -7,6 +7,13 @@ original model's state_dict keys); constant tensors are non-persistent buffers (
 with ``.to(device)`` but stay out of the state_dict). Parameters share storage with
 ``graph.tensors``: training the module updates the graph's tensors in place (until the
 module is moved to another device or dtype, which makes new tensors).
+
+Graphs may come from files (untrusted), so no string of the graph reaches the generated
+source as it is: local names and submodule keys are identifiers the generator makes
+(``[A-Za-z0-9_]``, never a keyword or ``self``), keyword arguments must be plain
+identifiers, and parameter refs must pass :func:`acekit.ir.file_schema.ref_problem`, which
+leaves nothing torch.fx could turn into code. Everything else (attribute values,
+constants) reaches the code only through ``repr``.
 """
 
 from __future__ import annotations
@@ -14,18 +21,21 @@ from __future__ import annotations
 import keyword
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.fx
 from torch import nn
 
+from acekit.ir.file_schema import ref_problem
 from acekit.ir.graph import Graph, Node, Value
 from acekit.runtime.fake_quant import fake_quantize, quantize_bias
 from acekit.runtime.registry import get_kernel
 
 _IDENTIFIER_RE = re.compile(r"[^0-9A-Za-z_]")
+_KEYWORD_ARG_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Names a GraphModule uses itself: a parameter there would shadow the module's machinery.
 _RESERVED = frozenset({"graph", "code", "forward", "training", "meta", "_code", "_graph"})
 
@@ -116,7 +126,7 @@ class _Builder:
 
     def build(self) -> torch.fx.GraphModule:
         for node in self.graph.input_nodes:
-            placeholder = self.fx.placeholder(_fx_name(node.name))
+            placeholder = self.fx.placeholder(_local_name(node.name))
             self._bind(node.output, placeholder)
         for node in self.graph.nodes:
             if node.op == "input":
@@ -144,10 +154,11 @@ class _Builder:
             tensor = self._tensor(node, ref)
             trainable = bool(node.attrs.get("trainable", True))
             owner, leaf = self._owner(node, ref)
-            if trainable and (tensor.is_floating_point() or tensor.is_complex()):
-                owner.register_parameter(leaf, nn.Parameter(tensor, requires_grad=True))
-            else:
-                owner.register_buffer(leaf, tensor, persistent=True)
+            with _holding(ref):
+                if trainable and (tensor.is_floating_point() or tensor.is_complex()):
+                    owner.register_parameter(leaf, nn.Parameter(tensor, requires_grad=True))
+                else:
+                    owner.register_buffer(leaf, tensor, persistent=True)
             self.attrs_by_ref[ref] = self.fx.get_attr(ref)
         self._bind(node.output, self.attrs_by_ref[ref])
 
@@ -160,7 +171,8 @@ class _Builder:
         if ref not in self.attrs_by_ref:
             tensor = self._tensor(node, ref)
             owner, leaf = self._owner(node, ref)
-            owner.register_buffer(leaf, tensor, persistent=False)
+            with _holding(ref):
+                owner.register_buffer(leaf, tensor, persistent=False)
             self.attrs_by_ref[ref] = self.fx.get_attr(ref)
         self._bind(node.output, self.attrs_by_ref[ref])
 
@@ -173,15 +185,20 @@ class _Builder:
         if node.op in BIASED_OPS and len(node.inputs) > 2:
             args = self._quantized_bias(node, args)
         kwargs = dict(node.attrs)
+        for key in kwargs:
+            if not isinstance(key, str) or not _KEYWORD_ARG_RE.match(key) or keyword.iskeyword(key):
+                raise CodegenError(
+                    f"cannot generate {node.describe()}: attribute key {key!r} is not an identifier"
+                )
         if kernel.uses_training and kwargs.get("training") is None:
             kwargs["training"] = self._training_flag()
-        call = self.fx.call_function(kernel.fn, args, kwargs, name=_fx_name(node.name))
+        call = self.fx.call_function(kernel.fn, args, kwargs, name=_local_name(node.name))
         outputs = node.outputs
         if len(outputs) == 1:
             self._bind(outputs[0], call)
             return
         for i, value in enumerate(outputs):
-            item = self.fx.call_function(operator.getitem, (call, i), name=_fx_name(value.name))
+            item = self.fx.call_function(operator.getitem, (call, i), name=_local_name(value.name))
             self._bind(value, item)
 
     def _output(self, node: Node) -> None:
@@ -200,7 +217,7 @@ class _Builder:
             fx_value = self._fake_quantize(value, fx_value)
         tap = self.taps.get(value.name)
         if tap is not None:
-            key = _unique(_fx_name(value.name), self.tapped)
+            key = _unique(_local_name(value.name), self.tapped)
             self.tapped[key] = value.name
             self._owner_of(f"{TAPS}.{key}").add_module(key, tap)
             fx_value = self.fx.create_node(
@@ -211,7 +228,7 @@ class _Builder:
     def _fake_quantize(self, value: Value, fx_value: Any) -> torch.fx.Node:
         spec = value.quant
         assert spec is not None and spec.scale is not None and spec.zero_point is not None
-        key = _unique(_fx_name(value.name), self.quantizers)
+        key = _unique(_local_name(value.name), self.quantizers)
         self.quantizers[key] = value.name
         holder = self._owner_of(f"{QUANTIZERS}.{key}.scale")
         scale = torch.tensor(spec.scale, dtype=torch.float32)
@@ -245,7 +262,7 @@ class _Builder:
         if s_input is None or s_weight is None:
             return args
         bias = self.fx.call_function(
-            quantize_bias, (args[2], s_input, s_weight), name=f"{_fx_name(node.name)}_bias_q"
+            quantize_bias, (args[2], s_input, s_weight), name=f"{_local_name(node.name)}_bias_q"
         )
         return (*args[:2], bias, *args[3:])
 
@@ -264,7 +281,8 @@ class _Builder:
             child = owner._modules.get(part)
             if child is None:
                 child = nn.Module()
-                owner.add_module(part, child)
+                with _holding(ref):
+                    owner.add_module(part, child)
             owner = child
         return owner
 
@@ -289,28 +307,49 @@ class _Builder:
             raise CodegenError(f"{node.describe()} refers to tensor {ref!r}, not held") from None
 
     def _owner(self, node: Node, ref: str) -> tuple[nn.Module, str]:
+        problem = ref_problem(ref)
+        if problem:
+            raise CodegenError(f"{node.describe()}: {problem}")
         *path, leaf = ref.split(".")
-        if not all(part for part in (*path, leaf)):
-            raise CodegenError(f"{node.describe()}: ref {ref!r} is not a dotted attribute path")
         if not path and leaf in _RESERVED:
             raise CodegenError(f"{node.describe()}: ref {ref!r} clashes with a module attribute")
         return self._owner_of(ref), leaf
 
 
-def _fx_name(name: str) -> str:
-    return _IDENTIFIER_RE.sub("_", name)
+def _local_name(name: str) -> str:
+    """An identifier made from ``name``: ``[A-Za-z0-9_]`` only, never a keyword or ``self``.
+
+    It names generated locals and submodule keys; leading digits are kept (torch.fx and
+    ``getattr`` paths handle them without pasting the name as code).
+    """
+    cleaned = _IDENTIFIER_RE.sub("_", name) or "value"
+    if keyword.iskeyword(cleaned) or cleaned == "self" or cleaned.startswith("__"):
+        cleaned = f"v_{cleaned}"
+    return cleaned
 
 
 def _unique(base: str, taken: dict[str, str]) -> str:
+    """``base``, or ``base_1``, ...: free in ``taken`` and not an ``nn.Module`` attribute."""
     name, i = base, 1
-    while name in taken:
+    while name in taken or hasattr(nn.Module, name):
         name, i = f"{base}_{i}", i + 1
     return name
+
+
+@contextmanager
+def _holding(ref: str) -> Iterator[None]:
+    """Turn torch's refusal to register ``ref`` (a clashing name) into a CodegenError."""
+    try:
+        yield
+    except (KeyError, TypeError) as error:
+        raise CodegenError(f"cannot hold {ref!r} in the generated module: {error}") from None
 
 
 def _rebuild(structure: Any, results: list[Any]) -> Any:
     """Nest the flat ``results`` as the output node's ``structure`` describes."""
     if isinstance(structure, int) and not isinstance(structure, bool):
+        if not 0 <= structure < len(results):
+            raise CodegenError(f"output structure reads result {structure} of {len(results)}")
         return results[structure]
     if not isinstance(structure, tuple) or not structure:
         raise CodegenError(f"malformed output structure {structure!r}")

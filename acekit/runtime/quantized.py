@@ -18,11 +18,13 @@ import attrs
 import torch
 from torch import nn
 
+from acekit.errors import CorruptFileError
 from acekit.fileio import atomic_torch_save, check_output_path
-from acekit.ir.graph import Graph
-from acekit.ir.serialize import graph_from_dict, graph_to_dict
+from acekit.ir.file_schema import show
+from acekit.ir.graph import Graph, GraphError
+from acekit.ir.serialize import GraphFileError, graph_from_dict, graph_to_dict, read_payload
 from acekit.logging import get_logger
-from acekit.runtime.codegen import QUANTIZERS, to_module
+from acekit.runtime.codegen import QUANTIZERS, CodegenError, to_module
 
 if TYPE_CHECKING:
     from acekit.settings import Settings
@@ -57,8 +59,10 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint of another model or other settings was given to load_state_dict."""
 
 
-class QuantizedModuleFileError(ValueError):
-    """A file given to :func:`load` is not a saved QuantizedModule."""
+class QuantizedModuleFileError(CorruptFileError):
+    """A file given to :func:`load` is not a saved QuantizedModule, or is malformed."""
+
+    remedy = "damaged or not from acekit: save the model again with QuantizedModule.save"
 
 
 class QuantizedModule(nn.Module):
@@ -266,24 +270,58 @@ class QuantizedModule(nn.Module):
 def load(path: str | os.PathLike[str]) -> QuantizedModule:
     """Read a :class:`QuantizedModule` written by :meth:`QuantizedModule.save`.
 
-    The file is read with ``weights_only=True``: loading never runs code from it.
+    The file is untrusted input: it is read with ``weights_only=True`` and checked whole
+    (graph, tensors, scales, settings) before anything is built, and nothing from it is
+    pasted into generated code. A bad file raises one :class:`QuantizedModuleFileError`
+    naming the file and the first bad field; a missing one ``FileNotFoundError``.
     """
-    from acekit.settings import Settings
+    from acekit.plugin import get_registry
+    from acekit.settings import Settings, SettingsError
 
     source = os.fspath(path)
-    try:
-        payload = torch.load(source, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as error:
-        raise QuantizedModuleFileError(
-            f"{source} is not a readable acekit model file: {error}"
-        ) from None
+    payload = read_payload(source, QuantizedModuleFileError)
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise QuantizedModuleFileError(
-            f"{source} is not a saved acekit QuantizedModule (QuantizedModule.save writes one)"
+            "not a saved acekit QuantizedModule (QuantizedModule.save writes one)", path=source
         )
-    graph = graph_from_dict(payload["graph"])
-    settings = Settings.from_dict(payload["settings"], source=source)
-    module = QuantizedModule(graph, settings, learnable_scales=bool(payload["learnable_scales"]))
-    return module.train(bool(payload.get("training", False)))
+    _check_payload_keys(payload, source)
+    try:
+        graph = graph_from_dict(
+            payload["graph"], ops=get_registry().ops, source=source, field="graph"
+        )
+    except GraphFileError as error:
+        raise QuantizedModuleFileError(error.problem, path=source, field=error.field) from None
+    try:
+        settings = Settings.from_dict(payload["settings"])
+    except SettingsError as error:
+        field = "settings" if error.key is None else f"settings.{error.key}"
+        raise QuantizedModuleFileError(error.message, path=source, field=field) from None
+    try:
+        module = QuantizedModule(graph, settings, learnable_scales=payload["learnable_scales"])
+    except (CodegenError, GraphError) as error:
+        raise QuantizedModuleFileError(str(error), path=source, field="graph") from None
+    return module.train(payload.get("training", False))
+
+
+#: The keys of a saved QuantizedModule: every one required, ``training`` optional.
+_PAYLOAD_KEYS = ("format", "graph", "settings", "learnable_scales", "training")
+
+
+def _check_payload_keys(payload: dict[Any, Any], source: str) -> None:
+    for key in _PAYLOAD_KEYS[:-1]:
+        if key not in payload:
+            raise QuantizedModuleFileError(f"missing key {key!r}", path=source)
+    for key in payload:
+        if key not in _PAYLOAD_KEYS:
+            raise QuantizedModuleFileError(f"unexpected key {show(key)}", path=source)
+    for key in ("learnable_scales", "training"):
+        if type(payload.get(key, False)) is not bool:
+            raise QuantizedModuleFileError(
+                f"expected True or False, got {show(payload[key])}", path=source, field=key
+            )
+    if not isinstance(payload["settings"], dict):
+        raise QuantizedModuleFileError(
+            f"expected a dict, got {type(payload['settings']).__name__}",
+            path=source,
+            field="settings",
+        )
