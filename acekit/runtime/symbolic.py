@@ -116,9 +116,9 @@ def _record(
         message = f"{type(error).__name__}: {lines[0] if lines else ''}"
         # Nodes run in graph order: the first one whose result was not seen failed.
         for node in graph.nodes:
-            if node.outputs and any(out.name not in seen for out in node.outputs):
-                if node.op not in ("parameter", "constant", "output"):
-                    return seen, (node.name, node.subgraph, message)
+            unseen = any(out.name not in seen for out in node.outputs)
+            if unseen and node.op not in ("parameter", "constant", "output"):
+                return seen, (node.name, node.subgraph, message)
         return seen, ("?", graph.name, message)
     return seen, None
 

@@ -13,12 +13,17 @@ from acekit.api import ExampleInputsError, check_example_inputs
 from acekit.dims import declared_dims
 from acekit.ir import Graph
 from acekit.logging import get_logger
-from acekit.parsing import eval_mode, type_of
+from acekit.parsing import UnsupportedOpsError, eval_mode, type_of
 from acekit_fx.context import NodeContext
 from acekit_fx.converter import Converter
 from acekit_fx.dynamo import is_dynamo_graph, parse_dynamo_graph
 from acekit_fx.errors import TraceFailedError
-from acekit_fx.export import convert_program, export_dynamic, parse_exported_program
+from acekit_fx.export import (
+    convert_program,
+    export_dynamic,
+    export_quietly,
+    parse_exported_program,
+)
 from acekit_fx.frontend import encode_outputs, finish, stack_scope
 from acekit_fx.naming import sanitize
 from acekit_fx.tracing import TraceFailure, shadow_shapes, symbolic_trace
@@ -127,10 +132,22 @@ class FxParser:
             model=model_name,
             location=failure.location,
         )
-        graph = Graph(model_name)
-        converter = Converter(graph, model_name)
-        leaves, structure = convert_program(converter, program, inputs, graph_inputs=True)
-        return finish(graph, converter, model_name, leaves, structure)
+        try:
+            return _convert_export(model_name, program, inputs)
+        except UnsupportedOpsError:
+            if not any(_declared_sizes(len(inputs))):
+                raise
+            # Dynamic dims keep shape arithmetic (arange(seq), ...) that the IR may lack
+            # an op for; at the example's sizes it folds. The dims are reported as fixed.
+            log.info("Parsing at the example's sizes: the dynamic dims need unsupported ops")
+            return _convert_export(model_name, export_quietly(model, inputs), inputs)
+
+
+def _convert_export(model_name: str, program: ExportedProgram, inputs: tuple[Any, ...]) -> Graph:
+    graph = Graph(model_name)
+    converter = Converter(graph, model_name)
+    leaves, structure = convert_program(converter, program, inputs, graph_inputs=True)
+    return finish(graph, converter, model_name, leaves, structure)
 
 
 def _declared_sizes(count: int) -> list[dict[int, int]]:
