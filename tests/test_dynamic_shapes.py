@@ -20,6 +20,7 @@ import acekit
 from acekit.dims import DynamicShapesError, infer_free_dims
 from acekit.quant.data import CalibrationDataError
 from acekit.runtime import has_kernel
+from acekit.runtime.symbolic import generalize_types
 from acekit.settings import GlobalQuantizationSettings, TrainingSettings
 from tests.quant_support import ort_session, run_ort, sqnr
 
@@ -262,3 +263,18 @@ def test_timm_levit_reads_shapes_in_forward(tmp_path: Path) -> None:
     model = timm.create_model("levit_128s", pretrained=False, num_classes=10, img_size=64).eval()
     qm = _compile(model, (torch.randn(1, 3, 64, 64),), _images(2, 64), tmp_path)
     _check_ort(qm, model, tmp_path, [(torch.randn(b, 3, 64, 64),) for b in (1, 3)])
+
+
+def test_sizes_that_move_with_free_dims_get_symbols() -> None:
+    class Mix(nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.cat([x, x], 0), x.flatten(0, 1)
+
+    x = torch.zeros(2, 5, 3, dtype=torch.long)
+    free = infer_free_dims((x,), ("x",), dynamic_shapes={"x": {0: "batch", 1: "seq"}})
+    graph = acekit.parse(Mix(), (x,))
+    assert generalize_types(graph, (x,), free) == []
+    doubled, flat = graph.outputs
+    assert doubled.type.shape == ("2*batch", "seq", 3)
+    assert flat.type.shape == ("batch*seq", 3)
+    assert graph.input_nodes[0].attrs["example_shape"] == (2, 5, 3)
