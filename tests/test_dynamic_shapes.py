@@ -7,6 +7,7 @@ text, another sequence length), exported, and run in ONNX Runtime at batch 1 and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ def _compile(model: nn.Module, example: tuple[Any, ...], loader: Any, tmp: Path,
 
 
 def _check_ort(
-    qm: Any, model: nn.Module, tmp: Path, inputs: list[tuple[torch.Tensor, ...]]
+    qm: Any, model: nn.Module, tmp: Path, inputs: Sequence[tuple[torch.Tensor, ...]]
 ) -> None:
     """ORT runs the export at every shape of ``inputs`` and matches ``qm`` and FP32."""
     session = ort_session(qm.export(tmp / "model.onnx"))
