@@ -207,6 +207,17 @@ def test_dynamic_shapes_naming_an_unknown_input_is_refused() -> None:
         infer_free_dims((torch.zeros(1, 3),), ("x",), dynamic_shapes={"y": {0: "batch"}})
 
 
+def test_a_dim_kept_static_refuses_other_sizes_before_parsing(tmp_path: Path) -> None:
+    with pytest.raises(CalibrationDataError, match="only its free dims may differ"):
+        _compile(
+            FlattenNet(),
+            (torch.randn(1, 3, 8, 8),),
+            _images(2, 8),
+            tmp_path,
+            dynamic_shapes={"x": {}},
+        )
+
+
 def test_a_dim_the_model_fixes_is_reported_where(tmp_path: Path) -> None:
     class Fixed(nn.Module):
         def __init__(self) -> None:
