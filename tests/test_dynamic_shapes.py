@@ -140,6 +140,20 @@ def test_timm_style_shapes_in_forward(tmp_path: Path) -> None:
     _check_ort(qm, model, tmp_path, [(torch.randn(b, 3, 8, 8),) for b in (1, 3)])
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace is deprecated
+@pytest.mark.parametrize("model_class", [FlattenNet, TimmStyleViT])
+def test_torchscript_models_keep_the_batch_free(
+    model_class: type[nn.Module], tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    model = model_class().eval()
+    example = torch.randn(1, 3, 8, 8)
+    traced = torch.jit.trace(model, example)
+    qm = _compile(traced, (example,), _images(2, 8), tmp_path)
+    assert qm.graph.inputs[0].type.shape == ("batch", 3, 8, 8)
+    _check_ort(qm, model, tmp_path, [(torch.randn(b, 3, 8, 8),) for b in (1, 3)])
+
+
 def test_qat_trains_at_other_batch_sizes_and_the_checkpoint_keeps_them(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = TimmStyleViT().eval()
