@@ -134,12 +134,17 @@ class FxParser:
         )
         try:
             return _convert_export(model_name, program, inputs)
-        except UnsupportedOpsError:
+        except UnsupportedOpsError as error:
             if not any(_declared_sizes(len(inputs))):
                 raise
             # Dynamic dims keep shape arithmetic (arange(seq), ...) that the IR may lack
             # an op for; at the example's sizes it folds. The dims are reported as fixed.
-            log.info("Parsing at the example's sizes: the dynamic dims need unsupported ops")
+            ops = ", ".join(dict.fromkeys(op.op for op in error.ops))
+            log.warning(
+                f"Parsing '{model_name}' at the example's sizes: with free dims torch.export "
+                f"keeps ops the IR does not support ({ops})",
+                model=model_name,
+            )
             return _convert_export(model_name, export_quietly(model, inputs), inputs)
 
 
