@@ -4,8 +4,10 @@
 model with several inputs), a dict (one batch by input name), or any iterable of those,
 a ``DataLoader`` included. ``select`` picks the model inputs out of a batch (for a
 loader of ``(image, label)`` pairs the default takes the leading items). Every batch is
-checked against the example inputs (count, rank, non-batch dims, dtype kind, finite
-values) before the model sees it, so bad data is reported by batch and input name.
+checked against the example inputs (count, rank, the dims that are not free, dtype
+kind, finite values) before the model sees it, so bad data is reported by batch and
+input name. Which dims are free (the batch, a token sequence, ...) says
+:mod:`acekit.dims`.
 
 A one-shot source (a generator, an iterator) can be read only once, yet the up-front
 check reads its first batch and a pipeline may read the data twice (``calibrate`` then
@@ -23,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from acekit.dims import FreeDims
 from acekit.logging import get_logger
 
 log = get_logger(__name__)
@@ -73,6 +76,12 @@ class CalibrationData:
         self._exhausted = False
         self._notes: list[str] = []
         self._noted: set[object] = set()
+        #: The dims that may differ from the example's; ``None``: dim 0 of every input.
+        self.free_dims: FreeDims | None = None
+        #: Why a dim is fixed (the model fixes it there), for messages.
+        self.fixed_reasons: dict[tuple[int, int], str] = {}
+        #: ``False`` while the first batch is read to find the free dims: only ranks count.
+        self.check_sizes = True
 
     def batches(self, limit: int | None = None) -> Iterator[Batch]:
         """Checked batches from the first one, at most ``limit``; raises on a bad one."""
@@ -208,15 +217,12 @@ class CalibrationData:
 
     def check(self, batch: Batch, index: int) -> None:
         """Raise :class:`CalibrationDataError` when ``batch`` does not fit the model."""
-        for name, value, example in zip(self.input_names, batch, self.example_inputs, strict=False):
+        items = zip(self.input_names, batch, self.example_inputs, strict=False)
+        for position, (name, value, example) in enumerate(items):
             where = f"calibration batch {index}, input {name!r}"
             if not isinstance(value, Tensor):
                 raise CalibrationDataError(f"{where} is a {type(value).__name__}, not a tensor")
-            if value.dim() != example.dim() or tuple(value.shape[1:]) != tuple(example.shape[1:]):
-                raise CalibrationDataError(
-                    f"{where} has shape {tuple(value.shape)}; the example input has "
-                    f"{tuple(example.shape)} (only the batch dimension may differ)"
-                )
+            self._check_shape(where, position, value, example)
             if value.is_floating_point() != example.is_floating_point():
                 raise CalibrationDataError(
                     f"{where} has dtype {value.dtype}, the example input {example.dtype}"
@@ -231,6 +237,38 @@ class CalibrationData:
                 raise CalibrationDataError(
                     f"{where} contains {bad} values: calibration needs finite data"
                 )
+
+    def _check_shape(self, where: str, position: int, value: Tensor, example: Tensor) -> None:
+        free: set[int]
+        if not self.check_sizes:
+            free = set(range(example.dim()))
+        elif not example.dim():
+            free = set()
+        elif self.free_dims is None:
+            free = {0}
+        else:
+            free = set(self.free_dims.of(position))
+        differs = value.dim() != example.dim() or any(
+            value.shape[d] != example.shape[d] for d in range(example.dim()) if d not in free
+        )
+        if not differs:
+            return
+        fixed = [
+            reason
+            for (i, d), reason in self.fixed_reasons.items()
+            if i == position and value.dim() == example.dim() and value.shape[d] != example.shape[d]
+        ]
+        dims = ", ".join(str(d) for d in sorted(free)) or "none"
+        why = (
+            f"; {fixed[0]}"
+            if fixed
+            else f"; only its free dims may differ ({dims}): pass dynamic_shapes= to "
+            "acekit.compile to free more"
+        )
+        raise CalibrationDataError(
+            f"{where} has shape {tuple(value.shape)}; the example input has "
+            f"{tuple(example.shape)}{why}"
+        )
 
     # ------------------------------------------------------------------ notes
 
