@@ -25,9 +25,10 @@ from torch import Tensor
 SCALE_EPS = 1e-8
 
 
-def _check_bits(bits: int) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 32:
-        raise ValueError(f"bits must be an integer in [2, 32], got {bits!r}")
+def check_bits(bits: int, *, maximum: int = 32) -> None:
+    """Raise ``ValueError`` unless ``bits`` is an integer in ``[2, maximum]``."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= maximum:
+        raise ValueError(f"bits must be an integer in [2, {maximum}], got {bits!r}")
 
 
 def integer_range(bits: int, *, signed: bool, symmetric: bool = False) -> tuple[int, int]:
@@ -38,7 +39,7 @@ def integer_range(bits: int, *, signed: bool, symmetric: bool = False) -> tuple[
     1]``; unsigned (affine or symmetric): ``[0, 2**b - 1]``. A storage container
     (int8, int32) has the affine range.
     """
-    _check_bits(bits)
+    check_bits(bits)
     if signed:
         half = 2 ** (bits - 1)
         return (-(half - 1), half - 1) if symmetric else (-half, half - 1)
@@ -67,8 +68,7 @@ def qparams_from_range(
     :data:`SCALE_EPS`, so an all-zero range never gives 0 or NaN. Works element-wise, so
     per-channel ranges give per-channel parameters.
     """
-    if bits > 16:
-        raise ValueError(f"bits must be an integer in [2, 16], got {bits!r}")
+    check_bits(bits, maximum=16)
     qmin, qmax = integer_range(bits, signed=signed, symmetric=symmetric)
     lo = torch.as_tensor(min_val).detach().to(torch.float32)
     hi = torch.as_tensor(max_val).detach().to(device=lo.device, dtype=torch.float32)
