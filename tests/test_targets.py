@@ -283,16 +283,15 @@ def test_batchnorm_folding_matches_conv_then_batchnorm() -> None:
     generator = torch.Generator().manual_seed(2)
     conv = torch.nn.Conv2d(3, 4, 3).double().eval()
     bn = torch.nn.BatchNorm2d(4).double().eval()
-    bn.running_mean.uniform_(-1, 1, generator=generator)
-    bn.running_var.uniform_(0.5, 2, generator=generator)
+    mean = torch.rand(4, generator=generator, dtype=torch.float64) * 2 - 1
+    var = torch.rand(4, generator=generator, dtype=torch.float64) + 0.5
+    bn.load_state_dict({**bn.state_dict(), "running_mean": mean, "running_var": var})
     bn.weight.data.uniform_(0.5, 2, generator=generator)
     bn.bias.data.uniform_(-1, 1, generator=generator)
     x = torch.randn(2, 3, 8, 8, generator=generator, dtype=torch.float64)
     with torch.no_grad():
-        weight = qmath.fold_bn_weight(conv.weight, bn.weight, bn.running_var, bn.eps)
-        bias = qmath.fold_bn_bias(
-            conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps
-        )
+        weight = qmath.fold_bn_weight(conv.weight, bn.weight, var, bn.eps)
+        bias = qmath.fold_bn_bias(conv.bias, bn.weight, bn.bias, mean, var, bn.eps)
         folded = torch.nn.functional.conv2d(x, weight, bias)
         torch.testing.assert_close(folded, bn(conv(x)), rtol=1e-12, atol=1e-12)
 
