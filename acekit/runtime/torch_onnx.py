@@ -1,0 +1,150 @@
+"""``torch.onnx.export(qm, args, f)`` writes what ``qm.export(f)`` writes.
+
+Users deploy the way they always have: with ``torch.onnx.export``. For a
+:class:`~acekit.runtime.quantized.QuantizedModule` the TorchScript-based exporter
+(``dynamo=False``) meets one op, :class:`DeployedModel`, whose ONNX form is the model
+the selected target exports (weights as integer initializers, biases as its rules say),
+re-emitted node by node into torch's graph. The torch.export-based exporter cannot take
+foreign ONNX this way: under it, and on what ``torch.compile`` returns, the forward
+fails with one line naming the calls that work (:data:`EXPORT_HINT`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import onnx
+import torch
+from onnx import helper, numpy_helper
+
+#: What to call instead of an export that cannot write the deployable model.
+EXPORT_HINT = (
+    "use qm.export(path) (the deployable model for the settings' target), or "
+    "torch.onnx.export(qm, args, path, dynamo=False), which writes the same model"
+)
+
+# Lowering callbacks of the modules being exported (torch passes only plain values to
+# a symbolic function; the key is one of them).
+_LOWERINGS: dict[int, tuple[Callable[[int], onnx.ModelProto], Callable[..., Any]]] = {}
+
+
+class TorchOnnxExportError(RuntimeError):
+    """A QuantizedModule was given to an exporter that cannot write its deployable model."""
+
+
+def deployed_forward(
+    key: int,
+    lower: Callable[[int], onnx.ModelProto],
+    simulate: Callable[..., Any],
+    inputs: Sequence[torch.Tensor],
+) -> Any:
+    """The module's output while torch's TorchScript-based exporter traces it.
+
+    ``lower(opset)`` returns the target's ONNX model; ``simulate`` computes the values
+    the trace records (shapes and dtypes of the outputs).
+    """
+    _LOWERINGS[key] = (lower, simulate)
+    outputs = simulate(*inputs)
+    flat = outputs if isinstance(outputs, tuple) else (outputs,)
+    # The simulated outputs go in as arguments: the trace records them (shapes, dtypes)
+    # and the symbolic function ignores them, so torch drops their computation.
+    results = DeployedModel.apply(key, len(inputs), *inputs, *flat)
+    return results
+
+
+class DeployedModel(torch.autograd.Function):
+    """One traced op standing for the whole deployed model (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx: Any, key: int, count: int, *tensors: torch.Tensor) -> Any:
+        """The simulated outputs (given after the ``count`` inputs)."""
+        outputs = tuple(t.clone() for t in tensors[count:])
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    @staticmethod
+    def symbolic(g: Any, key: int, count: int, *tensors: Any) -> Any:
+        """Emit the target's exported model, node by node, into torch's ONNX graph."""
+        entry = _LOWERINGS.pop(key, None)
+        if entry is None:
+            raise TorchOnnxExportError(f"the model to export was lost; {EXPORT_HINT}")
+        lower = entry[0]
+        with _outer_export_kept():
+            model = lower(int(g.opset))
+        outputs = _emit(g, model, tensors[:count])
+        return outputs[0] if len(outputs) == 1 else outputs
+
+
+@contextlib.contextmanager
+def _outer_export_kept() -> Iterator[None]:
+    """Run a nested TorchScript-based export without ending the one in progress."""
+    from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+
+    saved = dict(vars(GLOBALS))
+    GLOBALS.in_onnx_export = False
+    try:
+        yield
+    finally:
+        vars(GLOBALS).update(saved)
+
+
+def _emit(g: Any, model: onnx.ModelProto, inputs: Sequence[Any]) -> tuple[Any, ...]:
+    graph = model.graph
+    if len(graph.input) != len(inputs):
+        raise TorchOnnxExportError(
+            f"the deployed model takes {len(graph.input)} inputs, the call gave {len(inputs)}"
+        )
+    env: dict[str, Any] = dict(zip((proto.name for proto in graph.input), inputs, strict=True))
+    for init in graph.initializer:
+        array = numpy_helper.to_array(init).copy()
+        env[init.name] = g.op("Constant", value_t=torch.from_numpy(array))
+    for node in graph.node:
+        if any(not name for name in node.input):
+            raise TorchOnnxExportError(
+                f"node {node.name} ({node.op_type}) has an omitted optional input; " + EXPORT_HINT
+            )
+        op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        attributes = dict(_attribute(node, a) for a in node.attribute)
+        results = g.op(
+            op, *(env[name] for name in node.input), outputs=len(node.output), **attributes
+        )
+        values = results if len(node.output) > 1 else (results,)
+        env.update(zip(node.output, values, strict=True))
+    return tuple(env[out.name] for out in graph.output)
+
+
+def _attribute(node: onnx.NodeProto, attribute: onnx.AttributeProto) -> tuple[str, Any]:
+    """``(name_suffix, value)`` as ``g.op`` takes an ONNX attribute."""
+    kinds = onnx.AttributeProto
+    value = helper.get_attribute_value(attribute)
+    suffix = {
+        kinds.INT: "i",
+        kinds.INTS: "i",
+        kinds.FLOAT: "f",
+        kinds.FLOATS: "f",
+        kinds.STRING: "s",
+        kinds.STRINGS: "s",
+        kinds.TENSOR: "t",
+    }.get(attribute.type)
+    if suffix is None:
+        raise TorchOnnxExportError(
+            f"node {node.name} ({node.op_type}) has a {kinds.AttributeType.Name(attribute.type)} "
+            f"attribute torch cannot re-emit; {EXPORT_HINT}"
+        )
+    if attribute.type == kinds.STRING:
+        value = value.decode()
+    elif attribute.type == kinds.STRINGS:
+        value = [v.decode() for v in value]
+    elif attribute.type == kinds.TENSOR:
+        value = torch.from_numpy(numpy_helper.to_array(value).copy())
+    return f"{attribute.name}_{suffix}", value
+
+
+def refuse_dynamo_export() -> None:
+    """Raise :class:`TorchOnnxExportError` when torch.export is tracing (dynamo exporter)."""
+    if torch.compiler.is_exporting():
+        raise TorchOnnxExportError(
+            "the torch.export-based ONNX exporter (torch.onnx.export's default) cannot "
+            f"write acekit's deployable model; {EXPORT_HINT}"
+        )
