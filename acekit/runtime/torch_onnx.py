@@ -46,10 +46,17 @@ def deployed_forward(
     the trace records (shapes and dtypes of the outputs).
     """
     _LOWERINGS[key] = (lower, simulate)
-    outputs = simulate(*inputs)
+    # The simulated outputs give the trace its shapes and dtypes. They are computed
+    # untraced and go in as (constant) arguments that the symbolic function ignores,
+    # so torch drops them; the module's tensors never enter the trace.
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        with torch.no_grad():
+            outputs = simulate(*inputs)
+    finally:
+        torch._C._set_tracing_state(state)
     flat = outputs if isinstance(outputs, tuple) else (outputs,)
-    # The simulated outputs go in as arguments: the trace records them (shapes, dtypes)
-    # and the symbolic function ignores them, so torch drops their computation.
     results = DeployedModel.apply(key, len(inputs), *inputs, *flat)
     return results
 

@@ -191,6 +191,30 @@ def _install_methods() -> None:
             setattr(OptimizedModule, name, _method(name))
     if not hasattr(OptimizedModule, "quantized_module"):
         OptimizedModule.quantized_module = quantized_module  # type: ignore[attr-defined]
+    if not getattr(OptimizedModule.__call__, "_acekit_onnx_export", False):
+        OptimizedModule.__call__ = _exported_through_quantized_module(OptimizedModule.__call__)
+
+
+def _exported_through_quantized_module(call: Callable[..., Any]) -> Callable[..., Any]:
+    """``OptimizedModule.__call__`` that, under ``torch.onnx.export``, runs the QuantizedModule.
+
+    torch refuses to trace a dynamo-optimized function; a model compiled with
+    ``backend="clika"`` is exported through its QuantizedModule instead, which writes
+    the target's deployable model. Any other call is torch's own.
+    """
+
+    def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if torch.onnx.is_in_onnx_export():
+            try:
+                module = quantized_module(self)
+            except ClikaBackendError:
+                module = None
+            if module is not None:
+                return module(*args, **kwargs)
+        return call(self, *args, **kwargs)
+
+    __call__._acekit_onnx_export = True  # type: ignore[attr-defined]
+    return __call__
 
 
 _install_methods()
