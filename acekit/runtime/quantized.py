@@ -29,7 +29,7 @@ from acekit.runtime.torch_onnx import (
     EXPORT_HINT,
     TorchOnnxExportError,
     deployed_forward,
-    refuse_dynamo_export,
+    deployed_symbolic,
 )
 
 if TYPE_CHECKING:
@@ -110,9 +110,10 @@ class QuantizedModule(nn.Module):
         Under ``torch.onnx.export(qm, ...)`` (TorchScript-based) the traced model is the
         deployable one ``qm.export`` writes; see :mod:`acekit.runtime.torch_onnx`.
         """
+        if torch.compiler.is_exporting() and torch.onnx.is_in_onnx_export():
+            return deployed_symbolic(self._traced_deployable_onnx, inputs)
         if torch.onnx.is_in_onnx_export():
             return deployed_forward(id(self), self._deployable_onnx, self.graph_module, inputs)
-        refuse_dynamo_export()
         if self.training and torch.is_grad_enabled():
             self._tell_scales_fixed()
             replicated = self.__dict__["_replicated"]
@@ -264,7 +265,20 @@ class QuantizedModule(nn.Module):
 
         return on_rank_zero(write, Path(path))
 
-    def _deployable_onnx(self, opset: int) -> onnx.ModelProto:
+    def _traced_deployable_onnx(self, opset: int | None) -> onnx.ModelProto:
+        """:meth:`_deployable_onnx` while torch.export traces: tensors are not readable.
+
+        The graph is exported as last synced; its weights share storage with the
+        module's. Learned scales live only in the module until synced, so QAT modules
+        are refused.
+        """
+        if self.learnable_scales:
+            raise TorchOnnxExportError(
+                "the torch.export-based exporter cannot read scales learned in QAT; " + EXPORT_HINT
+            )
+        return self._deployable_onnx(opset, sync=False)
+
+    def _deployable_onnx(self, opset: int | None, *, sync: bool = True) -> onnx.ModelProto:
         """The model the settings' target exports, at ``opset`` when the target has one."""
         from acekit.quant.deploy import deployment_graph
         from acekit.quant.targets import resolve_target
@@ -272,9 +286,9 @@ class QuantizedModule(nn.Module):
         name = self.settings.deployment.target_framework
         chosen = resolve_target(name)
         options = dict(self.settings.deployment.target_options)
-        if "opset" in (getattr(chosen, "options", None) or {}):
+        if opset is not None and "opset" in (getattr(chosen, "options", None) or {}):
             options["opset"] = opset
-        graph = deployment_graph(self.sync_graph())
+        graph = deployment_graph(self.sync_graph() if sync else self.graph)
         with tempfile.TemporaryDirectory(prefix="acekit-export-") as scratch:
             written = Path(chosen.export(graph, Path(scratch) / "model.onnx", options))
             try:

@@ -1,12 +1,20 @@
 """``torch.onnx.export(qm, args, f)`` writes what ``qm.export(f)`` writes.
 
-Users deploy the way they always have: with ``torch.onnx.export``. For a
-:class:`~acekit.runtime.quantized.QuantizedModule` the TorchScript-based exporter
-(``dynamo=False``) meets one op, :class:`DeployedModel`, whose ONNX form is the model
-the selected target exports (weights as integer initializers, biases as its rules say),
-re-emitted node by node into torch's graph. The torch.export-based exporter cannot take
-foreign ONNX this way: under it, and on what ``torch.compile`` returns, the forward
-fails with one line naming the calls that work (:data:`EXPORT_HINT`).
+Users deploy the way they always have: with ``torch.onnx.export``. A
+:class:`~acekit.runtime.quantized.QuantizedModule`'s forward, while an exporter traces
+it, lowers the graph with the settings' target (the same call ``qm.export`` makes) and
+hands the result to torch node by node:
+
+* the TorchScript-based exporter (``dynamo=False``) meets one op,
+  :class:`DeployedModel`, whose symbolic function re-emits the target's model (its
+  initializers become ``Constant`` nodes);
+* the torch.export-based exporter (the default) records each node as
+  ``torch.onnx.ops.symbolic`` with the initializers as constants.
+
+Either way the file holds the target's nodes: integer weights behind
+``DequantizeLinear``, biases as its rules say. What cannot be re-emitted (an attribute
+torch cannot carry, a target writing another format) fails with one line naming the
+calls that work (:data:`EXPORT_HINT`).
 """
 
 from __future__ import annotations
@@ -50,12 +58,12 @@ def deployed_forward(
     # untraced and go in as (constant) arguments that the symbolic function ignores,
     # so torch drops them; the module's tensors never enter the trace.
     state = torch._C._get_tracing_state()
-    torch._C._set_tracing_state(None)
+    torch._C._set_tracing_state(None)  # type: ignore[attr-defined]
     try:
         with torch.no_grad():
             outputs = simulate(*inputs)
     finally:
-        torch._C._set_tracing_state(state)
+        torch._C._set_tracing_state(state)  # type: ignore[attr-defined]
     flat = outputs if isinstance(outputs, tuple) else (outputs,)
     results = DeployedModel.apply(key, len(inputs), *inputs, *flat)
     return results
@@ -148,10 +156,71 @@ def _attribute(node: onnx.NodeProto, attribute: onnx.AttributeProto) -> tuple[st
     return f"{attribute.name}_{suffix}", value
 
 
-def refuse_dynamo_export() -> None:
-    """Raise :class:`TorchOnnxExportError` when torch.export is tracing (dynamo exporter)."""
-    if torch.compiler.is_exporting():
-        raise TorchOnnxExportError(
-            "the torch.export-based ONNX exporter (torch.onnx.export's default) cannot "
-            f"write acekit's deployable model; {EXPORT_HINT}"
+def deployed_symbolic(
+    lower: Callable[[int | None], onnx.ModelProto], inputs: Sequence[torch.Tensor]
+) -> Any:
+    """The deployed model as ``torch.onnx.ops.symbolic`` nodes (torch.export-based exporter)."""
+    with _outside_export_tracing(), _outer_export_kept():
+        model = lower(None)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    batch = int(inputs[0].shape[0]) if inputs and inputs[0].dim() else 1
+    types = {
+        info.name: info.type.tensor_type
+        for info in (*inferred.graph.value_info, *inferred.graph.output)
+    }
+    graph = model.graph
+    env: dict[str, Any] = dict(zip((proto.name for proto in graph.input), inputs, strict=True))
+    for init in graph.initializer:
+        env[init.name] = torch.from_numpy(numpy_helper.to_array(init).copy())
+    for node in graph.node:
+        if node.op_type == "Constant":
+            env[node.output[0]] = torch.from_numpy(
+                numpy_helper.to_array(helper.get_attribute_value(node.attribute[0])).copy()
+            )
+            continue
+        if len(node.output) != 1:
+            raise TorchOnnxExportError(
+                f"node {node.name} ({node.op_type}) has {len(node.output)} outputs; {EXPORT_HINT}"
+            )
+        tensor_type = types[node.output[0]]
+        shape = [d.dim_value if d.HasField("dim_value") else batch for d in tensor_type.shape.dim]
+        attributes = {a.name: _plain(node, a) for a in node.attribute}
+        env[node.output[0]] = torch.onnx.ops.symbolic(
+            f"{node.domain}::{node.op_type}",
+            [env[name] for name in node.input],
+            attributes,
+            dtype=tensor_type.elem_type,
+            shape=shape,
         )
+    outputs = tuple(env[out.name] for out in graph.output)
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
+@contextlib.contextmanager
+def _outside_export_tracing() -> Iterator[None]:
+    """Run real torch code (a nested export) while torch.export traces: no modes active."""
+    from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing
+    from torch.overrides import _get_current_function_mode_stack, _pop_mode, _push_mode
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    function_modes = [_pop_mode() for _ in _get_current_function_mode_stack()]
+    try:
+        with disable_proxy_modes_tracing(), _disable_current_modes():
+            yield
+    finally:
+        for mode in reversed(function_modes):
+            _push_mode(mode)
+
+
+def _plain(node: onnx.NodeProto, attribute: onnx.AttributeProto) -> Any:
+    value = helper.get_attribute_value(attribute)
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, list) and value and isinstance(value[0], bytes):
+        return [v.decode() for v in value]
+    if isinstance(value, int | float | str | list):
+        return value
+    raise TorchOnnxExportError(
+        f"node {node.name} ({node.op_type}) has an attribute torch.export cannot carry; "
+        + EXPORT_HINT
+    )
