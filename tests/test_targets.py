@@ -307,3 +307,57 @@ def test_example_inputs_follow_the_graph_input_types() -> None:
     assert (ids.shape, ids.dtype) == (torch.Size([2]), torch.int64)
     x, ids = target_api.example_inputs(graph, fill="randn")
     assert x.abs().sum() > 0 and int(ids.min()) >= 0
+
+
+# -- torch.onnx.export writes the deployable model ----------------------------------------
+
+
+def _node_types(path: Path | str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path)).graph.node:
+        if node.op_type not in ("Constant", "Identity"):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def _same_deployment(reference: Path, exported: Path, x: tuple[torch.Tensor, ...]) -> None:
+    """``exported`` is the target's model: same QDQ nodes and integer kernels, same outputs."""
+    from acekit_onnxruntime.session import OrtRunner, integer_op_count
+
+    onnx.checker.check_model(str(exported), full_check=True)
+    ours, theirs = _node_types(reference), _node_types(exported)
+    for op in ("QuantizeLinear", "DequantizeLinear", "Conv", "Gemm"):
+        assert ours.get(op) == theirs.get(op), (op, ours, theirs)
+    assert integer_op_count(exported) == integer_op_count(reference)
+    assert torch.equal(OrtRunner(exported)(*x)[0], OrtRunner(reference)(*x)[0])
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_torch_onnx_export_of_qm_writes_the_target_model(tmp_path: Path, dynamo: bool) -> None:
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    qm, x = compile_for("onnxruntime", logs_dir=tmp_path / "logs")
+    reference = qm.export(tmp_path / "reference.onnx")
+    exported = tmp_path / "torch.onnx"
+    torch.onnx.export(qm, x, str(exported), dynamo=dynamo)
+    _same_deployment(reference, exported, x)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_torch_onnx_export_of_a_clika_compiled_model(tmp_path: Path, dynamo: bool) -> None:
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    from acekit.testing import SmallNet
+
+    # A fresh dynamo cache: another test compiled SmallNet.forward with other options.
+    torch._dynamo.reset()
+    generator = torch.Generator().manual_seed(0)
+    data = [torch.randn(2, 3, 32, 32, generator=generator) for _ in range(3)]
+    options = {"calibration_inputs": data, "logs_dir": str(tmp_path / "logs")}
+    compiled = torch.compile(SmallNet().eval(), backend="clika", options=options)
+    with torch.no_grad():
+        compiled(data[0])
+    reference = compiled.export(tmp_path / "reference.onnx")  # type: ignore[operator]
+    exported = tmp_path / "torch.onnx"
+    torch.onnx.export(compiled, (data[0],), str(exported), dynamo=dynamo)
+    _same_deployment(reference, exported, (data[0],))
