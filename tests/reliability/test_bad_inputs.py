@@ -114,7 +114,6 @@ NAN = torch.full(SHAPE, float("nan"))
         ([torch.full(SHAPE, -float("inf"))], ["Inf"]),
         ([], ["empty"]),
         (iter([]), ["empty"]),
-        ([torch.randn(2, 3, 8, 8)], ["shape (2, 3, 8, 8)", "only the batch dimension"]),
         ([torch.randn(3, 16, 16)], ["shape (3, 16, 16)"]),
         ([torch.zeros(SHAPE, dtype=torch.int64)], ["dtype torch.int64"]),
         ([{"image": torch.randn(*SHAPE)}], ["dict without the model input(s) 'x'", "'image'"]),
@@ -127,7 +126,6 @@ NAN = torch.full(SHAPE, float("nan"))
         "minus-inf",
         "empty-list",
         "empty-iterator",
-        "spatial-shape",
         "rank",
         "int-dtype",
         "dict-missing-input",
@@ -144,6 +142,20 @@ def test_bad_calibration_data_is_named_before_parsing(
         compile_tiny(tmp_path, calibration_inputs=data)
     for word in words:
         assert word in str(caught.value)
+
+
+@pytest.mark.usefixtures("no_parsing")
+def test_a_size_the_user_fixed_is_refused_before_parsing(tmp_path: Path) -> None:
+    # A first batch of another image size frees those dims (acekit.dims), unless the
+    # user's dynamic_shapes= keeps them static: then the batch is refused by name.
+    with pytest.raises(CalibrationDataError) as caught:
+        compile_tiny(
+            tmp_path,
+            calibration_inputs=[torch.randn(2, 3, 8, 8)],
+            dynamic_shapes={"x": {0: "batch"}},
+        )
+    assert "shape (2, 3, 8, 8)" in str(caught.value)
+    assert "dynamic_shapes=" in str(caught.value)
 
 
 def test_a_bad_later_batch_stops_calibration_by_name(tmp_path: Path) -> None:
