@@ -19,6 +19,7 @@ import torch
 import acekit
 from acekit.fileio import TMP_SUFFIX, atomic_torch_save, atomic_write
 from acekit.runtime.quantized import QuantizedModule
+from acekit.settings import Settings
 from tests.quant_support import SmallCNN, trained_like
 
 SHAPE = (1, 3, 32, 32)
@@ -67,6 +68,7 @@ def test_new_files_get_the_umasks_mode(
         compiled.save(tmp_path / "model.acekit"),
         compiled.export(tmp_path / "model.onnx"),
         compiled.visualize(tmp_path / "model.dot"),
+        Settings().save(tmp_path / "settings.toml"),
     ]
     assert {path.name: _mode(path) for path in written} == {p.name: expected for p in written}
     assert _temporaries(tmp_path) == []
