@@ -329,3 +329,18 @@ def test_a_module_torch_jit_script_rejects_is_a_parse_error() -> None:
         acekit.parse(Unscriptable(), torch.randn(2), parser="torchscript")
     assert isinstance(caught.value, ParseError)
     assert "torch.jit.trace(model, example_inputs)" in str(caught.value)
+
+
+def test_compile_takes_the_parser_object_the_remedies_suggest(tmp_path: Path) -> None:
+    from acekit_fx import FxParser
+
+    parsed: list[str] = []
+
+    class Recording(FxParser):
+        def parse(self, model: Any, example_inputs: tuple[Any, ...]) -> Any:
+            parsed.append(type(model).__name__)
+            return super().parse(model, example_inputs)
+
+    qm = compile_tiny(tmp_path, parser=Recording(leaf_modules=(Polar,)))
+    assert parsed == ["Tiny"]
+    assert qm.report is not None and qm.report.quantized > 0
