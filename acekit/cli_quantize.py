@@ -181,15 +181,20 @@ def _read_npy(path: Path) -> torch.Tensor:
         (1, 0): np.lib.format.read_array_header_1_0,
         (2, 0): np.lib.format.read_array_header_2_0,
     }
-    try:
-        with path.open("rb") as handle:
+    with path.open("rb") as handle:
+        try:
             version = np.lib.format.read_magic(handle)
+        except (ValueError, OSError, EOFError):
+            raise QuantizeCommandError(
+                f"--calibration {path}: not a .npy file (save one with numpy.save)"
+            ) from None
+        try:
             # The header gives the dtype before any data is read (or unpickled).
             dtype = readers[version](handle)[2] if version in readers else None
-    except (ValueError, OSError, EOFError):
-        raise QuantizeCommandError(
-            f"--calibration {path}: not a .npy file (save one with numpy.save)"
-        ) from None
+        except (ValueError, OSError, EOFError) as error:
+            raise QuantizeCommandError(
+                f"--calibration {path}: damaged or truncated .npy header ({error}); write it again"
+            ) from None
     if dtype is not None and dtype.kind not in "biuf":
         what = "Python objects, which acekit does not unpickle" if dtype.hasobject else dtype
         raise QuantizeCommandError(

@@ -79,6 +79,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     np.save(root / "late_inf.npy", late_inf)
     whole = (root / "nan.npy").read_bytes()
     (root / "truncated.npy").write_bytes(whole[: len(whole) // 2])
+    (root / "cut_header.npy").write_bytes(whole[:20])
     (root / "text.npy").write_text("1, 2, 3")
     (root / "text.pt").write_text("not a tensor file")
     torch.save({"x": torch.zeros(2, 3, 16, 16)}, root / "dict.pt")
@@ -105,6 +106,7 @@ CASES = {
     "object .npy": ("Tiny", ["--calibration", "{p}/objects.npy"], ["objects.npy", "numeric"]),
     "text .npy": ("Tiny", ["--calibration", "{p}/text.npy"], ["text.npy", "numpy.save"]),
     "truncated .npy": ("Tiny", ["--calibration", "{p}/truncated.npy"], ["truncated", "again"]),
+    "cut .npy header": ("Tiny", ["--calibration", "{p}/cut_header.npy"], ["truncated", "again"]),
     "empty .npy": ("Tiny", ["--calibration", "{p}/empty.npy"], ["empty.npy", "no inputs"]),
     "wrong shape .npy": ("Tiny", ["--calibration", "{p}/wrong_shape.npy"], ["(4, 3, 8, 8)"]),
     "NaN .npy": ("Tiny", ["--calibration", "{p}/nan.npy"], ["NaN", "finite"]),
