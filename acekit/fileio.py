@@ -129,7 +129,7 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError, OverflowError):
+    except (OSError, OverflowError):  # PermissionError included
         return True  # another user's live process, or a platform without signals
     return True
 
