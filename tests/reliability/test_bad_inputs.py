@@ -22,23 +22,12 @@ from acekit.quant.data import CalibrationDataError
 from acekit.settings import Settings, SettingsError
 from acekit_fx import TraceFailedError
 from acekit_torchscript import ScriptingFailedError
+from tests.reliability.models import Tiny
 
 SHAPE = (2, 3, 16, 16)
 
 # TorchScript warns that it is deprecated on every trace and script.
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
-
-
-class Tiny(nn.Module):
-    """conv -> relu -> global pool -> linear."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
 class Angles(nn.Module):

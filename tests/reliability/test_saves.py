@@ -18,26 +18,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import acekit
 from acekit.fileio import OutputPathError
 from acekit.runtime.quantized import QuantizedModule
 from acekit.settings import Settings
+from tests.reliability.models import Tiny
 
 SHAPE = (2, 3, 16, 16)
-
-
-class Tiny(nn.Module):
-    """conv -> relu -> global pool -> linear."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
 @pytest.fixture(scope="module")
