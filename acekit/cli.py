@@ -153,11 +153,11 @@ def _configure_demo(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from acekit.cli_quantize import QuantizeCommandError, check_out_dir
+    from acekit.cli_quantize import QuantizeCommandError, check_out_dir, create_out_dir
     from acekit.demo import run_demo
 
     try:
-        out_dir = check_out_dir(args.out)
+        out_dir = create_out_dir(check_out_dir(args.out))
     except QuantizeCommandError as error:
         print(f"acekit demo: error: {error}", file=sys.stderr)
         return 2

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     model, name = load_model(args.model)
     generator = torch.Generator().manual_seed(7)
     evaluation = [(torch.randn(*shape, generator=generator),) for _ in range(8)]
+    create_out_dir(out_dir)
     run_job(  # the report is the run log's last block
         model,
         name,
@@ -90,6 +91,18 @@ def check_out_dir(out: str) -> Path:
         raise QuantizeCommandError(
             f"--out {out}: folder {existing} is not writable; give a folder you can write to"
         )
+    return path
+
+
+def create_out_dir(path: Path) -> Path:
+    """Create the ``--out`` folder (after every check passed); a failure is one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise QuantizeCommandError(
+            f"--out {path}: cannot create the folder ({error.strerror or error}); "
+            "give a folder you can write to"
+        ) from None
     return path
 
 
@@ -129,19 +142,48 @@ def load_model(spec: str) -> tuple[torch.nn.Module, str]:
             "or a TorchScript file"
         )
     try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise QuantizeCommandError(f"cannot load {spec!r}: {error}") from None
-    if callable(factory) and not isinstance(factory, torch.nn.Module):
-        _check_takes_no_arguments(spec, factory)
-        factory = factory()
-    model = factory
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        fix = _import_fix(module_name, error)
+        raise QuantizeCommandError(f"cannot load {spec!r}: {fix}") from None
+    try:
+        factory = getattr(module, attribute)
+    except AttributeError:
+        raise QuantizeCommandError(
+            f"cannot load {spec!r}: module {module_name!r} has no {attribute!r}; "
+            "check the name after ':'"
+        ) from None
+    if isinstance(factory, torch.nn.Module):
+        return factory.eval(), attribute
+    if not callable(factory):
+        raise QuantizeCommandError(
+            f"{spec!r} is of type {type(factory).__name__}, not a torch.nn.Module; "
+            "give the model class or a function that builds the model"
+        )
+    _check_takes_no_arguments(spec, factory)
+    model = factory()
     if not isinstance(model, torch.nn.Module):
-        raise QuantizeCommandError(f"{spec!r} gave a {type(model).__name__}, not a torch.nn.Module")
+        raise QuantizeCommandError(
+            f"{spec!r} returned a value of type {type(model).__name__}, not a "
+            "torch.nn.Module; give a function that returns the model"
+        )
     return model.eval(), attribute
 
 
+def _import_fix(module_name: str, error: ImportError) -> str:
+    """What went wrong importing the user's module, and what to do about it."""
+    missing = error.name if isinstance(error, ModuleNotFoundError) else None
+    if missing and (module_name == missing or module_name.startswith(f"{missing}.")):
+        return (
+            f"{error}; run from the folder that holds {module_name!r} or add that folder "
+            "to PYTHONPATH"
+        )
+    # The module was found, but something it imports was not.
+    return f"importing {module_name!r} failed: {error}; install what it needs"
+
+
 def _check_takes_no_arguments(spec: str, factory: Any) -> None:
+    """Refuse a factory that cannot be called without arguments, before calling it."""
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):  # builtins and some C extensions have none
@@ -181,15 +223,20 @@ def _read_npy(path: Path) -> torch.Tensor:
         (1, 0): np.lib.format.read_array_header_1_0,
         (2, 0): np.lib.format.read_array_header_2_0,
     }
-    try:
-        with path.open("rb") as handle:
+    with path.open("rb") as handle:
+        try:
             version = np.lib.format.read_magic(handle)
+        except (ValueError, OSError, EOFError):
+            raise QuantizeCommandError(
+                f"--calibration {path}: not a .npy file (save one with numpy.save)"
+            ) from None
+        try:
             # The header gives the dtype before any data is read (or unpickled).
             dtype = readers[version](handle)[2] if version in readers else None
-    except (ValueError, OSError, EOFError):
-        raise QuantizeCommandError(
-            f"--calibration {path}: not a .npy file (save one with numpy.save)"
-        ) from None
+        except (ValueError, OSError, EOFError) as error:
+            raise QuantizeCommandError(
+                f"--calibration {path}: damaged or truncated .npy header ({error}); write it again"
+            ) from None
     if dtype is not None and dtype.kind not in "biuf":
         what = "Python objects, which acekit does not unpickle" if dtype.hasobject else dtype
         raise QuantizeCommandError(

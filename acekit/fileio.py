@@ -21,8 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 #: Suffix of acekit's temporary files (never a name a user's own file would have).
 TMP_SUFFIX = ".acekit-tmp"
 #: Seconds a temporary file must have been left unchanged before it counts as stale.
@@ -79,6 +77,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> 
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save(payload, path)`` through :func:`atomic_write`."""
+    # Imported here: acekit.settings saves through this module without needing torch.
+    import torch
+
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -128,7 +129,7 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError, OverflowError):
+    except (OSError, OverflowError):  # PermissionError included
         return True  # another user's live process, or a platform without signals
     return True
 

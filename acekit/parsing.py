@@ -23,6 +23,7 @@ from acekit.logging import get_logger
 log = get_logger(__name__)
 
 __all__ = [
+    "DATA_DEPENDENT",
     "ModelRaisedError",
     "UnsupportedOp",
     "UnsupportedOpsError",
@@ -92,8 +93,9 @@ class UnsupportedOpsError(ParseError):
         return list(dict.fromkeys(op.op for op in self.ops))
 
 
-#: Words a parser puts in an :class:`UnsupportedOp`'s reason when the op reads tensor
-#: values into Python (``if x.sum() > 0``, ``x.item()``): no rewrite into IR ops helps.
+#: Words a parser puts in an :class:`UnsupportedOp`'s reason (spelled with this constant)
+#: when the op reads tensor values into Python (``if x.sum() > 0``, ``x.item()``): no
+#: rewrite into IR ops helps, and the remedies say so first.
 DATA_DEPENDENT = "tensor data"
 
 

@@ -22,13 +22,11 @@ Files (TOML, YAML, JSON, chosen by extension) round-trip losslessly through
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import enum
 import json
 import math
 import os
-import secrets
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -42,6 +40,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
+
+from acekit.fileio import atomic_write
 
 __all__ = [
     "ACTIVATIONS_NUM_BITS_ALLOWED",
@@ -720,9 +720,10 @@ class Settings:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the settings to ``path`` in the format its extension selects.
 
-        The file is written to a temporary file in the same directory and renamed over
-        ``path``, so a reader never sees half a file and a failed write leaves any
-        previous file intact.  Returns ``path`` as a :class:`~pathlib.Path`.
+        The file is written through :func:`acekit.fileio.atomic_write`: a reader never
+        sees half a file, a failed write leaves any previous file intact, the new file
+        gets the umask's mode (an overwritten one keeps its own), and temporaries left by
+        killed processes are cleaned up.  Returns ``path`` as a :class:`~pathlib.Path`.
 
         Raises:
             SettingsError: for an unsupported extension (nothing is written).
@@ -730,7 +731,7 @@ class Settings:
         """
         path = Path(path)
         text = _dump_text(self.to_dict(), _format_for(path), path=path)
-        _atomic_write(path, text)
+        atomic_write(path, lambda tmp: tmp.write_bytes(text.encode("utf-8")))
         return path
 
     # ----------------------------------------------------------------- run log
@@ -896,25 +897,6 @@ def _dump_text(
             path=path,
         )
     return text
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    directory = path.parent
-    tmp = directory / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    # os.open with 0o666 lets the umask decide the mode, as a plain open() would;
-    # tempfile would create 0600 files that surprise whoever shares the settings.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _installed_targets_quietly() -> Mapping[str, str]:

@@ -516,6 +516,26 @@ def test_addmm_of_a_transposed_weight_becomes_linear() -> None:
 # -- the public API -------------------------------------------------------------------------
 
 
+def test_torchvision_stochastic_depth_is_an_op() -> None:
+    # acekit_fx registers torchvision's function without importing torchvision (which
+    # would import torch._dynamo on every parse): the model's own import is what counts.
+    tv_ops = pytest.importorskip("torchvision.ops")
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.drop = tv_ops.StochasticDepth(0.2, "row")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.drop(self.fc(x))
+
+    model, x = Residual().eval(), torch.randn(2, 4)
+    graph = parse(model, x)
+    assert only(graph, "stochastic_depth").attrs == {"p": 0.2, "mode": "row"}
+    check_runs(model, graph, x)
+
+
 def test_acekit_parse_chooses_the_fx_parser(fx_registered: None) -> None:
     model = ConvNet().eval()
     x = torch.randn(1, 3, 8, 8)

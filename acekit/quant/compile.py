@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -33,6 +33,9 @@ from acekit.runtime.quantized import CompileReport, QuantizedModule
 from acekit.runtime.shapes import fill_unknown_types
 from acekit.runtime.symbolic import generalize_types
 from acekit.settings import QuantizationAlgorithm, Settings
+
+if TYPE_CHECKING:
+    from acekit.plugin.interfaces import Parser
 
 log = get_logger(__name__)
 
@@ -65,7 +68,7 @@ def compile(
     settings: Settings | None = None,
     select: Select | None = None,
     pipeline: Pipeline | str | None = None,
-    parser: str | None = None,
+    parser: str | Parser | None = None,
     logs_dir: str | os.PathLike[str] | None = "logs",
     dynamic_shapes: Any = None,
 ) -> QuantizedModule:
@@ -74,10 +77,13 @@ def compile(
     ``example_inputs`` are what ``model(*example_inputs)`` is called with (tracing);
     ``calibration_inputs`` a tensor, a tuple or dict of tensors, or batches of them (a
     list or a DataLoader, with ``select`` picking the model inputs out of a batch).
-    ``pipeline`` replaces the default pipeline (:func:`default_pipeline`). The run's
-    log file goes to ``logs_dir`` (``None``: no file). The model is never modified, nor
-    are the caller's random generators (the seed applies inside the run only).
-    Everything is checked (settings, target, data) before parsing.
+    ``pipeline`` replaces the default pipeline (:func:`default_pipeline`). ``parser``
+    names a registered parser (``"fx"``, ``"torchscript"``) or is a parser object, such
+    as ``acekit_fx.FxParser(leaf_modules=(MyBlock,))``; ``None`` lets the plugins
+    choose (see :func:`acekit.parse`). The run's log file goes to ``logs_dir``
+    (``None``: no file). The model is never modified, nor are the caller's random
+    generators (the seed applies inside the run only). Everything is checked
+    (settings, target, data) before parsing.
 
     The batch dim of every input, the sequence dim of integer token inputs and any dim
     where the first calibration batch differs from the example are free: they keep

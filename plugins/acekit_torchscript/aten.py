@@ -12,7 +12,7 @@ from typing import Any, Final
 import torch
 
 from acekit.ir import Value, dtype_name
-from acekit.parsing import shape_source
+from acekit.parsing import DATA_DEPENDENT, shape_source
 from acekit_torchscript.calls import OpCall, UnsupportedError
 from acekit_torchscript.convert import (
     convert_same_name,
@@ -413,7 +413,7 @@ def _native_mha(call: OpCall) -> list[Any]:
 
 def _data_dependent(call: OpCall) -> list[Any]:
     raise UnsupportedError(
-        "a Python value taken from tensor data: the graph would depend on the values"
+        f"a Python value taken from {DATA_DEPENDENT}: the graph would depend on the values"
     )
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import torch
 
+from acekit.parsing import DATA_DEPENDENT
 from acekit_torchscript.entries import (
     ScalarEntry,
     UnknownEntry,
@@ -41,7 +42,7 @@ def condition(
         return bool(entry.example)
     if not is_static(entry) or isinstance(entry, torch.Tensor):
         walker.builder.report_unsupported(
-            frame.site(node), f"control flow depends on tensor data ({describe_entry(entry)})"
+            frame.site(node), f"control flow depends on {DATA_DEPENDENT} ({describe_entry(entry)})"
         )
         return None
     return bool(entry)

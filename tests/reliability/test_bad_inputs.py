@@ -22,23 +22,12 @@ from acekit.quant.data import CalibrationDataError
 from acekit.settings import Settings, SettingsError
 from acekit_fx import TraceFailedError
 from acekit_torchscript import ScriptingFailedError
+from tests.reliability.models import Tiny
 
 SHAPE = (2, 3, 16, 16)
 
 # TorchScript warns that it is deprecated on every trace and script.
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
-
-
-class Tiny(nn.Module):
-    """conv -> relu -> global pool -> linear."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
 class Angles(nn.Module):
@@ -341,3 +330,18 @@ def test_a_module_torch_jit_script_rejects_is_a_parse_error() -> None:
         acekit.parse(Unscriptable(), torch.randn(2), parser="torchscript")
     assert isinstance(caught.value, ParseError)
     assert "torch.jit.trace(model, example_inputs)" in str(caught.value)
+
+
+def test_compile_takes_the_parser_object_the_remedies_suggest(tmp_path: Path) -> None:
+    from acekit_fx import FxParser
+
+    parsed: list[str] = []
+
+    class Recording(FxParser):
+        def parse(self, model: Any, example_inputs: tuple[Any, ...]) -> Any:
+            parsed.append(type(model).__name__)
+            return super().parse(model, example_inputs)
+
+    qm = compile_tiny(tmp_path, parser=Recording(leaf_modules=(Polar,)))
+    assert parsed == ["Tiny"]
+    assert qm.report is not None and qm.report.quantized > 0

@@ -8,6 +8,7 @@ mistake is in the arguments. The cases run through ``acekit.cli.main`` in this p
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -45,6 +46,9 @@ class Sized(Tiny):
         super().__init__()
 
 
+NUMBER = 42
+
+
 class Branchy(Tiny):
     def forward(self, x):
         if x.sum() > 0:
@@ -79,6 +83,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     np.save(root / "late_inf.npy", late_inf)
     whole = (root / "nan.npy").read_bytes()
     (root / "truncated.npy").write_bytes(whole[: len(whole) // 2])
+    (root / "cut_header.npy").write_bytes(whole[:20])
     (root / "text.npy").write_text("1, 2, 3")
     (root / "text.pt").write_text("not a tensor file")
     torch.save({"x": torch.zeros(2, 3, 16, 16)}, root / "dict.pt")
@@ -105,6 +110,7 @@ CASES = {
     "object .npy": ("Tiny", ["--calibration", "{p}/objects.npy"], ["objects.npy", "numeric"]),
     "text .npy": ("Tiny", ["--calibration", "{p}/text.npy"], ["text.npy", "numpy.save"]),
     "truncated .npy": ("Tiny", ["--calibration", "{p}/truncated.npy"], ["truncated", "again"]),
+    "cut .npy header": ("Tiny", ["--calibration", "{p}/cut_header.npy"], ["truncated", "again"]),
     "empty .npy": ("Tiny", ["--calibration", "{p}/empty.npy"], ["empty.npy", "no inputs"]),
     "wrong shape .npy": ("Tiny", ["--calibration", "{p}/wrong_shape.npy"], ["(4, 3, 8, 8)"]),
     "NaN .npy": ("Tiny", ["--calibration", "{p}/nan.npy"], ["NaN", "finite"]),
@@ -124,6 +130,7 @@ CASES = {
     "bits": ("Tiny", ["--weights-bits", "12"], ["weights_num_bits"]),
     "factory with arguments": ("Sized", [], ["user_models:Sized", "(width)", "takes none"]),
     "no module": ("Nope", [], ["user_models:Nope", "cannot load"]),
+    "not a model": ("NUMBER", [], ["user_models:NUMBER", "type int", "model class"]),
     "unsupported op": ("Odd", [], ["torch.atan2", "'Odd'"]),
     "control flow": ("Branchy", [], ["'Branchy'", "cannot trace"]),
 }
@@ -178,6 +185,21 @@ def test_the_model_is_not_imported_when_the_arguments_are_wrong(
     args = quantize(project, "no_such_package:factory", "--calibration", str(project / "x.npy"))
     assert main(args) == 2
     assert "x.npy: no such file" in capsys.readouterr().err
+
+
+def test_an_out_folder_that_cannot_be_created_is_one_line(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What root meets on a read-only file system, where the permission check passes.
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.syspath_prepend(str(project))
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    assert main(quantize(project, "user_models:Tiny", "--out", str(project / "new"))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("acekit quantize: error: --out ") and "cannot create" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_demo_refuses_an_out_that_is_a_file(

@@ -147,13 +147,18 @@ import torch
 import acekit
 from acekit.settings import Settings, TrainingSettings
 
-steps, logs = int(sys.argv[1]), sys.argv[2]
+steps, logs, onnx = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
 torch.manual_seed(0)
-model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+model = torch.nn.Sequential(
+    torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3),
+    torch.nn.Flatten(), torch.nn.Linear(4 * 12 * 12, 10),
+)
 data = [torch.randn(1, 3, 16, 16) for _ in range(steps)]
 settings = Settings(training=TrainingSettings(stats_steps=steps))
 qm = acekit.compile(model.eval(), example_inputs=(data[0],), calibration_inputs=data,
                     settings=settings, logs_dir=logs)
+if onnx:
+    qm.export(onnx[0])
 print(qm.report.log_path)
 """
 
@@ -166,20 +171,30 @@ def _python(script: str, *args: str, **options: Any) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def test_four_processes_sharing_a_log_folder_write_four_complete_files(tmp_path: Path) -> None:
+def test_four_processes_write_four_complete_logs_and_the_same_export_bytes(
+    tmp_path: Path,
+) -> None:
+    # The last two processes compile the same model on the same data and export it:
+    # their files must be byte for byte the same. (Each process costs seconds of
+    # imports, so the four that share a log folder also prove that exports are stable.)
     logs = tmp_path / "logs"
-    processes = [_python(_PROCESS_SCRIPT, str(steps), str(logs)) for steps in (1, 2, 3, 4)]
+    runs = [(1, []), (2, []), (3, [tmp_path / "first.onnx"]), (3, [tmp_path / "second.onnx"])]
+    processes = [
+        _python(_PROCESS_SCRIPT, str(steps), str(logs), *map(str, onnx)) for steps, onnx in runs
+    ]
     outputs = [p.communicate(timeout=300) for p in processes]
     for process, (_, err) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, err
     paths = [Path(out.strip()) for out, _ in outputs]
     assert sorted(paths) == sorted(logs.iterdir())
-    for steps, path in zip((1, 2, 3, 4), paths, strict=True):
+    for (steps, _), path in zip(runs, paths, strict=True):
         text = path.read_text("utf-8")
         assert text.count("acekit Version:") == 1
         assert re.findall(r"^\+ stats_steps = (\d+)$", text, re.M) == [str(steps)]
         assert f"Calibrated on {steps} batches" in text
         assert text.rstrip().endswith("Quantization: done")
+    first, second = ((tmp_path / name).read_bytes() for name in ("first.onnx", "second.onnx"))
+    assert len(first) > 1000 and first == second
 
 
 def test_log_names_are_unique_within_one_microsecond(

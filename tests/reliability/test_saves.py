@@ -1,9 +1,9 @@
 """Output paths and saves: checked before work, and a crash or SIGKILL mid-save leaves
 the previous file as it was.
 
-The kill tests run an export and a settings save in a child process that stops just
-before the rename, the new file complete beside the old one, and kill it there with
-SIGKILL. (A SIGKILL in the middle of acekit.fileio's atomic write, which ``save`` uses,
+The kill test runs an export and a settings save in a child process that stops both
+just before the rename, the new files complete beside the old ones, and kills it there
+with SIGKILL. (A SIGKILL in the middle of acekit.fileio's atomic write, which ``save`` uses,
 is test_file_modes.py's.)
 """
 
@@ -18,26 +18,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import acekit
 from acekit.fileio import OutputPathError
 from acekit.runtime.quantized import QuantizedModule
 from acekit.settings import Settings
+from tests.reliability.models import Tiny
 
 SHAPE = (2, 3, 16, 16)
-
-
-class Tiny(nn.Module):
-    """conv -> relu -> global pool -> linear."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
 @pytest.fixture(scope="module")
@@ -159,39 +147,39 @@ def test_an_error_mid_export_leaves_the_old_file(
 
 # -- SIGKILL mid-save ------------------------------------------------------------------------
 
-#: The child: arranges to stop before the rename, says so on stdout, and waits there to
-#: be killed.
+#: The child: an export and a settings save that each stop before the rename, say so on
+#: stdout and wait there to be killed. One process does both, in two threads: a process
+#: costs seconds of imports.
 CHILD = """
-import os, sys, time
+import os, sys, threading, time
 
-kind, source, target = sys.argv[1:4]
+source, onnx_path, settings_path = sys.argv[1:4]
+printing = threading.Lock()
 
 def before_rename(src, dst):
-    print("stalled", flush=True)
+    with printing:
+        sys.stdout.write(f"stalled {os.path.basename(dst)}\\n")
+        sys.stdout.flush()
     time.sleep(600)
 
-os.replace = before_rename
+import acekit
+from acekit.settings import Settings
 
-if kind == "settings":  # acekit.settings alone: no torch to import
-    from acekit.settings import Settings
-    Settings.from_dict({"training": {"stats_steps": 3}}).save(target)
-else:
-    import acekit
-    acekit.load(source).export(target, overwrite=True)
+model = acekit.load(source)  # loads the plugins before the two threads need them
+os.replace = before_rename
+settings = Settings.from_dict({"training": {"stats_steps": 3}})
+threading.Thread(target=settings.save, args=(settings_path,), daemon=True).start()
+model.export(onnx_path, overwrite=True)
 """
 
 
-@pytest.mark.parametrize("kind", ["export", "settings"])
-def test_sigkill_mid_save_leaves_the_old_file(
-    kind: str, compiled: QuantizedModule, saved: Path, tmp_path: Path
+def test_sigkill_mid_export_and_mid_settings_save_leaves_the_old_files(
+    compiled: QuantizedModule, saved: Path, tmp_path: Path
 ) -> None:
-    if kind == "export":
-        target = compiled.export(tmp_path / "model.onnx")
-    else:
-        target = Settings().save(tmp_path / "settings.toml")
-    before = target.read_bytes()
+    targets = [compiled.export(tmp_path / "model.onnx"), Settings().save(tmp_path / "s.toml")]
+    before = [target.read_bytes() for target in targets]
     child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(CHILD), kind, str(saved), str(target)],
+        [sys.executable, "-c", textwrap.dedent(CHILD), str(saved), *map(str, targets)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -200,8 +188,9 @@ def test_sigkill_mid_save_leaves_the_old_file(
     )
     try:
         assert child.stdout is not None
-        line = child.stdout.readline()
-        assert line == "stalled\n", child.stderr.read() if child.stderr else ""
+        lines = {child.stdout.readline(), child.stdout.readline()}
+        expected = {f"stalled {target.name}\n" for target in targets}
+        assert lines == expected, child.stderr.read() if child.stderr else ""
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(timeout=60) == -signal.SIGKILL
     finally:
@@ -211,6 +200,5 @@ def test_sigkill_mid_save_leaves_the_old_file(
         for stream in (child.stdout, child.stderr):
             if stream is not None:
                 stream.close()
-    assert target.read_bytes() == before
-    if kind == "settings":
-        assert Settings.from_file(target) == Settings()
+    assert [target.read_bytes() for target in targets] == before
+    assert Settings.from_file(targets[1]) == Settings()

@@ -8,6 +8,7 @@ keyword arguments the same way. It returns what the node is bound to.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +22,10 @@ FUNCTIONS: dict[Any, Handler] = {}
 METHODS: dict[str, Handler] = {}
 MODULES: dict[type, Handler] = {}
 ATEN: dict[str, Handler] = {}
+#: Handlers for functions of optional packages, by (module, attribute name), moved into
+#: FUNCTIONS once that module is imported: a model calling the function has imported
+#: it, and importing it here would cost every parse (torchvision imports torch._dynamo).
+_OPTIONAL_FUNCTIONS: dict[tuple[str, str], Handler] = {}
 
 
 def function(*targets: Any) -> Callable[[H], H]:
@@ -29,6 +34,20 @@ def function(*targets: Any) -> Callable[[H], H]:
     def decorate(handler: H) -> H:
         for target in targets:
             FUNCTIONS[target] = handler
+        return handler
+
+    return decorate
+
+
+def optional_function(module_name: str, attribute: str) -> Callable[[H], H]:
+    """Register a handler for ``module_name.attribute`` of an optional package.
+
+    Nothing is imported: the function is looked up once ``module_name`` has been
+    imported (by the model that calls it).
+    """
+
+    def decorate(handler: H) -> H:
+        _OPTIONAL_FUNCTIONS[(module_name, attribute)] = handler
         return handler
 
     return decorate
@@ -90,6 +109,8 @@ def lookup(node: torch.fx.Node, module: Any = None) -> Handler | None:
         if found is None and packet.endswith("_") and not packet.startswith("_"):
             found = ATEN.get(packet[:-1])
         return found
+    if _OPTIONAL_FUNCTIONS:
+        _register_imported_optionals()
     try:
         found = FUNCTIONS.get(target)
     except TypeError:  # unhashable target
@@ -100,6 +121,14 @@ def lookup(node: torch.fx.Node, module: Any = None) -> Handler | None:
         if isinstance(method_name, str) and getattr(torch.Tensor, method_name, None) is target:
             found = METHODS.get(method_name)
     return found
+
+
+def _register_imported_optionals() -> None:
+    for module_name, attribute in [key for key in _OPTIONAL_FUNCTIONS if key[0] in sys.modules]:
+        handler = _OPTIONAL_FUNCTIONS.pop((module_name, attribute))
+        target = getattr(sys.modules[module_name], attribute, None)
+        if target is not None:
+            FUNCTIONS[target] = handler
 
 
 _HANDLER_MODULES = ("torch_ops", "indexing", "modules", "attention", "aten")

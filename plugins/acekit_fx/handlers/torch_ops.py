@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from acekit.ir import Value
 from acekit.parsing import shape_source
 from acekit_fx.context import NodeContext, Unsupported
-from acekit_fx.handlers.registry import function, method
+from acekit_fx.handlers.registry import function, method, optional_function
 
 # -- elementwise ---------------------------------------------------------------------------
 
@@ -231,20 +231,13 @@ convert_dropout = function(F.dropout, torch.dropout)(dropout_like("dropout"))
 convert_dropout2d = function(F.dropout2d, torch.feature_dropout)(dropout_like("dropout2d"))
 
 
+@optional_function("torchvision.ops.stochastic_depth", "stochastic_depth")
 def convert_stochastic_depth(
     cx: NodeContext, input: Any, p: Any, mode: Any, training: Any = True
 ) -> Value:
     """``torchvision.ops.stochastic_depth``: like dropout, it follows the module's mode."""
     attrs = {"p": float(cx.static(p, "p")), "mode": str(cx.static(mode, "mode"))}
     return cx.out("stochastic_depth", [cx.value(input)], attrs)
-
-
-try:  # torchvision is optional: register its wrapped function only when it is there
-    from torchvision.ops.stochastic_depth import stochastic_depth as _tv_stochastic_depth
-except ImportError:  # pragma: no cover - torchvision is a dev dependency
-    pass
-else:
-    function(_tv_stochastic_depth)(convert_stochastic_depth)
 
 
 # -- layers --------------------------------------------------------------------------------
