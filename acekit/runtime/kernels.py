@@ -148,6 +148,12 @@ def logical_or(input: Any, other: Any) -> Any:
     return bool(input) or bool(other)
 
 
+@register_kernel("bitwise_not")
+def bitwise_not(input: Tensor) -> Tensor:
+    """``~input`` (``torch.bitwise_not``)."""
+    return torch.bitwise_not(input)
+
+
 @register_kernel("logical_not")
 def logical_not(input: Any) -> Any:
     """Logical not of a tensor or python bool."""
@@ -642,8 +648,10 @@ def adaptive_max_pool2d(input: Tensor, *, output_size: Any) -> Tensor:
 
 
 @register_kernel("interpolate")
-def interpolate(input: Tensor, **options: Any) -> Tensor:
-    """``F.interpolate``."""
+def interpolate(input: Tensor, size_input: Any = None, **options: Any) -> Tensor:
+    """``F.interpolate``; the size comes from the input when there is one."""
+    if size_input is not None:
+        options["size"] = tuple(size_input)
     return F.interpolate(input, **options)
 
 
@@ -724,10 +732,32 @@ def roll(input: Tensor, *, shifts: tuple[int, ...], dims: tuple[int, ...] | None
 
 @register_kernel("pad")
 def pad(
-    input: Tensor, *, pad: tuple[int, ...], mode: str = "constant", value: float | None = None
+    input: Tensor,
+    pad_input: Any = None,
+    *,
+    pad: tuple[int, ...] | None = None,
+    mode: str = "constant",
+    value: float | None = None,
 ) -> Tensor:
-    """``F.pad``."""
-    return F.pad(input, pad, mode, value)
+    """``F.pad``; the padding comes from the input when there is one."""
+    widths = tuple(pad_input) if pad_input is not None else pad
+    assert widths is not None, "pad needs a pad attribute or input"
+    return F.pad(input, widths, mode, value)
+
+
+@register_kernel("unfold")
+def unfold(input: Tensor, *, dimension: int, size: int, step: int) -> Tensor:
+    """``Tensor.unfold``."""
+    return input.unfold(dimension, size, step)
+
+
+@register_kernel("arange")
+def arange(like: Tensor, *inputs: Any, values: tuple[Any, ...], dtype: str | None = None) -> Tensor:
+    """``torch.arange(start, end, step)`` on ``like``'s device; None bounds are inputs."""
+    pending = iter(inputs)
+    start, end, step = (next(pending) if v is None else v for v in values)
+    kind = dtype_from_name(dtype) if dtype is not None else None
+    return torch.arange(start, end, step, dtype=kind, device=like.device)
 
 
 @register_kernel("chunk")
