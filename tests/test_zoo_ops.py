@@ -137,3 +137,45 @@ def test_fx_assertion_helpers_leave_no_node() -> None:
 
     graph = fx(Optional(), torch.randn(2, 3))
     assert {node.op for node in graph.nodes} == {"input", "output"}
+
+
+class MoveDim(nn.Module):
+    """torch.movedim has no FX handler; torch.export records it as aten.permute."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.movedim(x, 0, 1) + 1
+
+
+def test_ops_fx_lacks_are_parsed_through_torch_export(caplog: pytest.LogCaptureFixture) -> None:
+    x = torch.randn(2, 3)
+    with caplog.at_level("INFO", logger="acekit"):
+        graph = fx(MoveDim(), x)
+    assert "permute" in {node.op for node in graph.nodes}
+    assert_matches(MoveDim()(x), graph.to_module()(x))
+    assert any(
+        "torch.movedim" in r.getMessage() and "through torch.export" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+class Histogram(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.histc(x, bins=4)
+
+
+def test_ops_neither_path_supports_name_both_paths() -> None:
+    from acekit.parsing import UnsupportedOpsError
+
+    with pytest.raises(UnsupportedOpsError) as raised:
+        fx(Histogram(), torch.randn(2, 3))
+    message = str(raised.value)
+    assert "torch.histc" in message
+    assert "torch.export was tried too" in message and "histc" in message.split("tried too")[1]
+
+
+def test_without_fallback_fx_errors_stay_fx_errors() -> None:
+    from acekit.parsing import UnsupportedOpsError
+
+    with pytest.raises(UnsupportedOpsError, match="torch.movedim") as raised:
+        FxParser(fallback_to_export=False).parse(MoveDim(), (torch.randn(2, 3),))
+    assert "torch.export" not in str(raised.value)

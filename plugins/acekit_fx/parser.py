@@ -12,7 +12,7 @@ from torch.export import ExportedProgram
 from acekit.api import ExampleInputsError, check_example_inputs
 from acekit.ir import Graph
 from acekit.logging import get_logger
-from acekit.parsing import eval_mode, type_of
+from acekit.parsing import UnsupportedOpsError, eval_mode, type_of
 from acekit_fx.context import NodeContext
 from acekit_fx.converter import Converter
 from acekit_fx.dynamo import is_dynamo_graph, parse_dynamo_graph
@@ -100,7 +100,44 @@ class FxParser:
 
             output = converter.run(traced, examples, bind_placeholder=bind, scope=stack_scope)
             leaves, structure = encode_outputs(output)
-            return finish(graph, converter, model_name, leaves, structure)
+            try:
+                return finish(graph, converter, model_name, leaves, structure)
+            except UnsupportedOpsError as error:
+                if not self.fallback_to_export:
+                    raise
+                return self._export_instead(model, inputs, error)
+
+    def _export_instead(
+        self, model: torch.nn.Module, inputs: tuple[Any, ...], fx_error: UnsupportedOpsError
+    ) -> Graph:
+        """Parse through torch.export a model FX traced into ops the IR lacks.
+
+        torch.export records ATen ops, into which many Python-level calls decompose
+        (``Tensor.unfold`` of a view, a method the FX handlers lack). When export fails
+        too, or meets unsupported ops of its own, the FX error is raised, saying so.
+        """
+        model_name = type(model).__name__
+        ops = ", ".join(fx_error.op_names)
+        try:
+            program = export_quietly(model, inputs)
+            try:
+                graph = _convert_export(program, inputs, model_name)
+            except UnsupportedOpsError:
+                # Export keeps composite ops (movedim, square) that the core ATen
+                # decompositions turn into ones the IR has.
+                graph = _convert_export(program.run_decompositions(), inputs, model_name)
+        except Exception as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            note = f"torch.export was tried too: {type(error).__name__}: {reason}"
+            fx_error.args = (f"{fx_error.args[0]}\n{note}",)
+            log.info(f"torch.export cannot parse '{model_name}' either", reason=reason)
+            raise fx_error from None
+        log.info(
+            f"torch.fx traced '{model_name}' into op(s) the IR does not support ({ops}); "
+            "parsed it through torch.export instead",
+            model=model_name,
+        )
+        return graph
 
     def _fallback(
         self, model: torch.nn.Module, inputs: tuple[Any, ...], failure: TraceFailure
@@ -127,6 +164,13 @@ class FxParser:
         converter = Converter(graph, model_name)
         leaves, structure = convert_program(converter, program, inputs, graph_inputs=True)
         return finish(graph, converter, model_name, leaves, structure)
+
+
+def _convert_export(program: ExportedProgram, inputs: tuple[Any, ...], model_name: str) -> Graph:
+    graph = Graph(model_name)
+    converter = Converter(graph, model_name)
+    leaves, structure = convert_program(converter, program, inputs, graph_inputs=True)
+    return finish(graph, converter, model_name, leaves, structure)
 
 
 __all__ = ["ExampleInputsError", "FxParser"]

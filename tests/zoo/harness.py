@@ -105,8 +105,13 @@ class _RecordingParser:
             graph = acekit.parse(model, inputs)
         finally:
             logger.removeHandler(handler)
-        fallback = any("through torch.export" in message for message in handler.messages)
-        self.path = "fx->export" if fallback else "fx"
+        said = " ".join(handler.messages)
+        if "torch.fx cannot trace" in said:
+            self.path = "export (FX cannot trace)"
+        elif "parsed it through torch.export" in said:
+            self.path = "export (FX ops unsupported)"
+        else:
+            self.path = "fx"
         return graph
 
 
