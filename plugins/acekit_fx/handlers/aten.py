@@ -442,7 +442,13 @@ def convert_to_copy(cx: NodeContext, input: Any, *args: Any, **kwargs: Any) -> A
     return torch_ops.convert_to(cx, input)
 
 
-@aten("upsample_bilinear2d", "upsample_nearest2d", "upsample_bicubic2d")
+@aten(
+    "upsample_bilinear2d",
+    "upsample_nearest2d",
+    "upsample_bicubic2d",
+    "_upsample_bilinear2d_aa",
+    "_upsample_bicubic2d_aa",
+)
 def convert_upsample(
     cx: NodeContext,
     input: Any,
@@ -451,14 +457,18 @@ def convert_upsample(
     **kwargs: Any,
 ) -> Value:
     """``upsample_<mode>2d`` (``.vec``: size or scale factors; else explicit scales)."""
-    mode = cx.fx_node.target.overloadpacket.__name__.removeprefix("upsample_")[:-2]
+    packet = cx.fx_node.target.overloadpacket.__name__
+    antialias = packet.endswith("_aa")
+    mode = packet.removeprefix("_").removeprefix("upsample_").removesuffix("_aa")[:-2]
     align_corners = None if mode == "nearest" else (args[0] if args else False)
     rest = args[1:] if mode != "nearest" else args
     scales = rest[0] if rest else kwargs.get("scale_factors")
     if cx.fx_node.target._overloadname != "vec":
         scales = None  # explicit per-dim scales only say how output_size was derived
     size = None if output_size is None or scales is not None else output_size
-    return torch_ops.convert_interpolate(cx, input, size, scales, mode, align_corners)
+    return torch_ops.convert_interpolate(
+        cx, input, size, scales, mode, align_corners, antialias=antialias
+    )
 
 
 @aten("zero", "fill")
