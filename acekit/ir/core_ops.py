@@ -44,7 +44,12 @@ def _sized(name: str, param: str, doc: str = "", **attributes: AttrSpec) -> OpSc
 
 
 _STRUCTURE = [
-    OpSchema("input", (), {"index": AttrSpec("int", required=True)}, doc="A graph input."),
+    OpSchema(
+        "input",
+        (),
+        {"index": AttrSpec("int", required=True), "example_shape": INTS},
+        doc="A graph input; ``example_shape``: the example's sizes where the type has symbols.",
+    ),
     OpSchema(
         "output",
         (),

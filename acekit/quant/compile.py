@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from acekit.api import check_example_inputs, parse
+from acekit.dims import FreeDims, declaring, infer_free_dims
 from acekit.ir.graph import Graph
 from acekit.logging import get_logger, run_logging
 from acekit.passes import Pipeline
@@ -28,6 +29,7 @@ from acekit.quant.targets import resolve_target, target_rules
 from acekit.runtime.distributed import check_process_group
 from acekit.runtime.quantized import CompileReport, QuantizedModule
 from acekit.runtime.shapes import fill_unknown_types
+from acekit.runtime.symbolic import generalize_types
 from acekit.settings import QuantizationAlgorithm, Settings
 
 log = get_logger(__name__)
@@ -59,6 +61,7 @@ def compile(
     pipeline: Pipeline | str | None = None,
     parser: str | None = None,
     logs_dir: str = "logs",
+    dynamic_shapes: Any = None,
 ) -> QuantizedModule:
     """Quantize ``model`` for the settings' target; the result simulates it in torch.
 
@@ -67,6 +70,12 @@ def compile(
     list or a DataLoader, with ``select`` picking the model inputs out of a batch).
     ``pipeline`` replaces the default pipeline (:func:`default_pipeline`). The model is
     never modified. Everything is checked (settings, target, data) before parsing.
+
+    The batch dim of every input, the sequence dim of integer token inputs and any dim
+    where the first calibration batch differs from the example are free: they keep
+    symbolic sizes through the whole job, so calibration, QAT and the export run at
+    other sizes. ``dynamic_shapes`` (as for ``torch.export``: per input, ``{dim: name}``)
+    replaces that policy for the inputs it names (:mod:`acekit.dims`).
     """
     inputs = check_example_inputs(model, example_inputs)
     return quantize_parsed(
@@ -78,6 +87,7 @@ def compile(
         select=select,
         pipeline=pipeline,
         logs_dir=logs_dir,
+        dynamic_shapes=dynamic_shapes,
     )
 
 
@@ -91,6 +101,7 @@ def quantize_parsed(
     select: Select | None = None,
     pipeline: Pipeline | str | None = None,
     logs_dir: str = "logs",
+    dynamic_shapes: Any = None,
 ) -> QuantizedModule:
     """:func:`compile` for a model that ``parse_model()`` parses (used by backends).
 
@@ -110,8 +121,15 @@ def quantize_parsed(
         else Pipeline.from_spec(pipeline or default_pipeline(settings))
     )
     data = None
+    first_batch = None
     if calibration_inputs is not None or _needs_data(steps):
         data = CalibrationData(calibration_inputs, example_inputs, input_names, select=select)
+        first_batch = data.peek()
+    free = infer_free_dims(
+        example_inputs, input_names, first_batch=first_batch, dynamic_shapes=dynamic_shapes
+    )
+    if data is not None:
+        data.free_dims = free
         data.first()
     device = _device_of(example_inputs)
     _seed(settings.training.random_seed)
@@ -119,7 +137,9 @@ def quantize_parsed(
         run.log_block(settings.format())
         log.info(f"Target: {target.title}: {rules.reason}")
         started = time.perf_counter()
-        graph = parse_model()
+        with declaring(free):
+            graph = parse_model()
+        free = _generalize(graph, example_inputs, free, data)
         parsed, parsed_ops = len(graph), count_ops(graph)
         check_layer_keys(graph, _layer_names(settings))
         log.info(f"Running pipeline: {steps.spec()}")
@@ -127,7 +147,8 @@ def quantize_parsed(
         with use_context(context):
             result = steps.run(graph)
         graph = result.graph
-        fill_unknown_types(graph, example_inputs)
+        if fill_unknown_types(graph, example_inputs):
+            generalize_types(graph, example_inputs, free)
         learnable = settings.quantization.quantization_algorithm is QuantizationAlgorithm.QAT
         module = QuantizedModule(graph, settings, learnable_scales=learnable)
         _log_processed(graph)
@@ -150,6 +171,26 @@ def quantize_parsed(
         )
     module = module.to(device)
     return module.distribute() if settings.distributed.multi_gpu else module
+
+
+def _generalize(
+    graph: Graph, inputs: Sequence[Any], free: FreeDims, data: CalibrationData | None
+) -> FreeDims:
+    """Give ``graph`` symbolic sizes for ``free``; log which dims are free and which the
+    model fixes. Returns the dims that stay free."""
+    fixed = generalize_types(graph, inputs, free)
+    for dim in fixed:
+        log.warning(f"Dynamic dim kept static: {dim.describe()}", node=dim.node)
+        if data is not None:
+            data.fixed_reasons[(dim.dim.input, dim.dim.dim)] = (
+                f"{dim.dim.describe()} is fixed by the model at node '{dim.node}' "
+                f"(subgraph '{dim.subgraph}')"
+            )
+    free = free.without([f.dim for f in fixed])
+    if data is not None:
+        data.free_dims = free
+    log.info(f"Free dims: {free.describe()}")
+    return free
 
 
 def _layer_names(settings: Settings) -> list[str]:

@@ -4,8 +4,10 @@
 model with several inputs), a dict (one batch by input name), or any iterable of those,
 a ``DataLoader`` included. ``select`` picks the model inputs out of a batch (for a
 loader of ``(image, label)`` pairs the default takes the leading items). Every batch is
-checked against the example inputs (count, rank, non-batch dims, dtype kind, finite
-values) before the model sees it, so bad data is reported by batch and input name.
+checked against the example inputs (count, rank, the dims that are not free, dtype
+kind, finite values) before the model sees it, so bad data is reported by batch and
+input name. Which dims are free (the batch, a token sequence, ...) says
+:mod:`acekit.dims`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from acekit.dims import FreeDims
 
 Batch = tuple[Tensor, ...]
 Select = Callable[[Any], Any]
@@ -49,6 +53,10 @@ class CalibrationData:
         self.input_names = tuple(input_names)
         self.select = select
         self.seen = 0
+        #: The dims that may differ from the example's; ``None``: dim 0 of every input.
+        self.free_dims: FreeDims | None = None
+        #: Why a dim is fixed (the model fixes it there), for messages.
+        self.fixed_reasons: dict[tuple[int, int], str] = {}
 
     def batches(self, limit: int | None = None) -> Iterator[Batch]:
         """Checked batches, at most ``limit``; raises on the first bad one."""
@@ -71,6 +79,12 @@ class CalibrationData:
         except TypeError:
             return limit
         return size if limit is None else min(size, limit)
+
+    def peek(self) -> Batch | None:
+        """The first batch's inputs, unchecked (``None`` when there are none)."""
+        for raw in self._raw():
+            return self._inputs(self.select(raw) if self.select is not None else raw, 0)
+        return None
 
     def first(self) -> Batch:
         """The first batch, checked: call before any work to fail early on bad data."""
@@ -116,15 +130,12 @@ class CalibrationData:
 
     def check(self, batch: Batch, index: int) -> None:
         """Raise :class:`CalibrationDataError` when ``batch`` does not fit the model."""
-        for name, value, example in zip(self.input_names, batch, self.example_inputs, strict=False):
+        items = zip(self.input_names, batch, self.example_inputs, strict=False)
+        for position, (name, value, example) in enumerate(items):
             where = f"calibration batch {index}, input {name!r}"
             if not isinstance(value, Tensor):
                 raise CalibrationDataError(f"{where} is a {type(value).__name__}, not a tensor")
-            if value.dim() != example.dim() or tuple(value.shape[1:]) != tuple(example.shape[1:]):
-                raise CalibrationDataError(
-                    f"{where} has shape {tuple(value.shape)}; the example input has "
-                    f"{tuple(example.shape)} (only the batch dimension may differ)"
-                )
+            self._check_shape(where, position, value, example)
             if value.is_floating_point() != example.is_floating_point():
                 raise CalibrationDataError(
                     f"{where} has dtype {value.dtype}, the example input {example.dtype}"
@@ -134,3 +145,32 @@ class CalibrationData:
                 raise CalibrationDataError(
                     f"{where} contains {bad} values: calibration needs finite data"
                 )
+
+    def _check_shape(self, where: str, position: int, value: Tensor, example: Tensor) -> None:
+        if not example.dim():
+            free: set[int] = set()
+        elif self.free_dims is None:
+            free = {0}
+        else:
+            free = set(self.free_dims.of(position))
+        differs = value.dim() != example.dim() or any(
+            value.shape[d] != example.shape[d] for d in range(example.dim()) if d not in free
+        )
+        if not differs:
+            return
+        fixed = [
+            reason
+            for (i, d), reason in self.fixed_reasons.items()
+            if i == position and value.dim() == example.dim() and value.shape[d] != example.shape[d]
+        ]
+        dims = ", ".join(str(d) for d in sorted(free)) or "none"
+        why = (
+            f"; {fixed[0]}"
+            if fixed
+            else f"; only its free dims may differ ({dims}): pass dynamic_shapes= to "
+            "acekit.compile to free more"
+        )
+        raise CalibrationDataError(
+            f"{where} has shape {tuple(value.shape)}; the example input has "
+            f"{tuple(example.shape)}{why}"
+        )

@@ -94,6 +94,9 @@ class Converter:
         #: torch.fx made of a tensor built in ``forward``) is a constant, though the traced
         #: GraphModule registered it as a buffer.
         self.state_keys: frozenset[str] | None = None if parent is None else parent.state_keys
+        #: Tensor shapes by FX node name with the free input dims at other sizes (see
+        #: :func:`acekit_fx.tracing.shadow_shapes`); empty when all dims are static.
+        self.shadow: dict[str, tuple[int, ...]] = {}
 
     # -- names -------------------------------------------------------------------------------
 
@@ -233,6 +236,15 @@ class Converter:
             for done in last_use.get(fx_node, ()):
                 interpreter.env.pop(done, None)
         return output
+
+    def free_dims_of(self, fx_arg: Any, example: torch.Tensor) -> dict[int, int]:
+        """The dims of ``fx_arg``'s tensor that follow free input dims: dim -> other size."""
+        if not isinstance(fx_arg, torch.fx.Node):
+            return {}
+        other = self.shadow.get(fx_arg.name)
+        if other is None or len(other) != example.dim():
+            return {}
+        return {d: size for d, size in enumerate(other) if size != example.shape[d]}
 
     def _run_node(self, interpreter: torch.fx.Interpreter, fx_node: torch.fx.Node) -> Any:
         try:

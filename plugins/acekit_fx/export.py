@@ -11,12 +11,12 @@ import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.fx
-from torch.export import ExportedProgram
+from torch.export import Dim, ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from acekit.ir import Graph
@@ -185,7 +185,11 @@ def pytree_leaves(tree: Any) -> list[Any]:
     return list(pytree.tree_leaves(tree))
 
 
-def export_quietly(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> ExportedProgram:
+def export_quietly(
+    model: torch.nn.Module,
+    example_inputs: tuple[Any, ...],
+    dynamic_shapes: Any = None,
+) -> ExportedProgram:
     """``torch.export.export`` in non-strict mode, without torch's own log output.
 
     It is a fallback or an inner step of parsing: when it fails, the parser's error
@@ -197,6 +201,49 @@ def export_quietly(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> E
         # torch.export prints the partial graph of a failed export straight to stderr.
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
-            return torch.export.export(model, tuple(example_inputs), strict=False)
+            return torch.export.export(
+                model, tuple(example_inputs), dynamic_shapes=dynamic_shapes, strict=False
+            )
     finally:
         logging.disable(previous)
+
+
+def export_dynamic(
+    model: torch.nn.Module,
+    example_inputs: Sequence[Any],
+    free: Sequence[Mapping[int, int]],
+    *,
+    varargs: bool = False,
+) -> ExportedProgram:
+    """Export ``model`` with the dims in ``free`` dynamic (``Dim.DYNAMIC``).
+
+    ``free[i]`` maps a dim of input ``i`` to a second size it takes. The export runs on
+    the inputs at those sizes, so that an example size of 1 is not specialised away
+    (torch.export fixes dims of size 0 and 1); the program then runs at either size.
+    When the model cannot be exported with them dynamic, it is exported static: the
+    dims the model fixes are reported once the graph is typed (acekit.runtime.symbolic).
+    ``varargs``: the model's ``forward`` takes ``*tensors``.
+    """
+    if not any(free):
+        return export_quietly(model, tuple(example_inputs))
+    resized = [
+        _resized(x, dims) if isinstance(x, torch.Tensor) else x
+        for x, dims in zip(example_inputs, free, strict=True)
+    ]
+    specs = tuple({d: Dim.DYNAMIC for d in dims} or None for dims in free)
+    try:
+        return export_quietly(model, tuple(resized), (specs,) if varargs else specs)
+    except Exception as error:
+        log.debug(
+            f"torch.export could not keep the dims dynamic ({type(error).__name__}); "
+            "exporting at the example's sizes"
+        )
+        return export_quietly(model, tuple(example_inputs))
+
+
+def _resized(tensor: torch.Tensor, dims: Mapping[int, int]) -> torch.Tensor:
+    """``tensor`` with each dim in ``dims`` at its new size, elements repeated cyclically."""
+    for dim, size in dims.items():
+        index = torch.arange(size, device=tensor.device) % tensor.shape[dim]
+        tensor = tensor.index_select(dim, index)
+    return tensor

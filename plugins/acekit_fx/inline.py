@@ -17,7 +17,7 @@ from torch.export import ExportedProgram
 from acekit.ir import Value
 from acekit_fx.context import NodeContext, Unsupported
 from acekit_fx.converter import Converter
-from acekit_fx.export import convert_program, export_quietly, functional
+from acekit_fx.export import convert_program, export_dynamic, functional
 from acekit_fx.handlers import lookup
 from acekit_fx.naming import describe_target, sanitize
 from acekit_fx.values import ConstTensor
@@ -62,25 +62,32 @@ def _export_call(
     slots: list[tuple[str, Any]] = []
     bound_tensors: list[Any] = []
     examples: list[torch.Tensor] = []
-    places: list[tuple[str, Any, Any, Any]] = [
-        ("args", i, args[i], concrete_args[i]) for i in range(len(args))
-    ] + [("kwargs", name, kwargs[name], concrete_kwargs[name]) for name in kwargs]
-    for where, slot, bound, value in places:
+    free: list[dict[int, int]] = []
+    places: list[tuple[str, Any, Any, Any, Any]] = [
+        ("args", i, args[i], concrete_args[i], fx_node.args[i]) for i in range(len(args))
+    ] + [
+        ("kwargs", name, kwargs[name], concrete_kwargs[name], fx_node.kwargs[name])
+        for name in kwargs
+    ]
+    for where, slot, bound, value, fx_arg in places:
         if isinstance(value, torch.Tensor):
             slots.append((where, slot))
             bound_tensors.append(bound)
             examples.append(value)
+            free.append(cx.converter.free_dims_of(fx_arg, value))
         elif isinstance(value, list | tuple) and any(isinstance(v, torch.Tensor) for v in value):
             raise Unsupported("a call taking a list of tensors cannot be inlined")
     fn: Any = module if module is not None else fx_node.target
     wrapper = _Call(fn, concrete_args, concrete_kwargs, slots).eval()
     # Plain functions called alike (Swin's attention, block after block) export alike.
-    key = None if module is not None else _signature(fn, concrete_args, concrete_kwargs)
+    signature = None if module is not None else _signature(fn, concrete_args, concrete_kwargs)
+    key = None if signature is None else (signature, tuple(tuple(sorted(f.items())) for f in free))
     cached = cx.converter.export_cache.get(key) if key is not None else None
     if cached is not None:
         return cached, wrapper, bound_tensors, examples
     try:
-        program = export_quietly(wrapper, tuple(examples))
+        # Dims that follow the model's free input dims stay symbolic inside the call.
+        program = export_dynamic(wrapper, examples, free, varargs=True)
     except Exception as error:
         text = str(error).strip()
         first_line = text.splitlines()[0] if text else ""

@@ -10,6 +10,7 @@ import torch.fx
 from torch.export import ExportedProgram
 
 from acekit.api import ExampleInputsError, check_example_inputs
+from acekit.dims import declared_dims
 from acekit.ir import Graph
 from acekit.logging import get_logger
 from acekit.parsing import UnsupportedOpsError, eval_mode, type_of
@@ -17,10 +18,10 @@ from acekit_fx.context import NodeContext
 from acekit_fx.converter import Converter
 from acekit_fx.dynamo import is_dynamo_graph, parse_dynamo_graph
 from acekit_fx.errors import TraceFailedError
-from acekit_fx.export import convert_program, export_quietly, parse_exported_program
+from acekit_fx.export import convert_program, export_dynamic, parse_exported_program
 from acekit_fx.frontend import encode_outputs, finish, stack_scope
 from acekit_fx.naming import sanitize
-from acekit_fx.tracing import TraceFailure, symbolic_trace
+from acekit_fx.tracing import TraceFailure, shadow_shapes, symbolic_trace
 
 log = get_logger(__name__)
 
@@ -92,6 +93,9 @@ class FxParser:
             converter.state_keys = frozenset(model.state_dict(keep_vars=True))
             # Clones: an in-place op at the start of forward must not change the user's tensors.
             examples = [x.clone() for x in inputs]
+            free = declared_dims()
+            if free:
+                converter.shadow = shadow_shapes(traced, free.resized([x.clone() for x in inputs]))
 
             def bind(cx: NodeContext, node: torch.fx.Node, example: Any) -> Any:
                 value = graph.add_input(sanitize(node.name), type_of(example), subgraph=model_name)
@@ -119,7 +123,7 @@ class FxParser:
         model_name = type(model).__name__
         ops = ", ".join(fx_error.op_names)
         try:
-            program = export_quietly(model, inputs)
+            program = export_dynamic(model, inputs, _declared_sizes(len(inputs)))
             try:
                 graph = _convert_export(program, inputs, model_name)
             except UnsupportedOpsError:
@@ -147,7 +151,7 @@ class FxParser:
         if not self.fallback_to_export:
             raise TraceFailedError(model_name, module, failure.location, failure.reason)
         try:
-            program = export_quietly(model, inputs)
+            program = export_dynamic(model, inputs, _declared_sizes(len(inputs)))
         except Exception as error:
             lines = str(error).strip().splitlines()
             reason = f"{type(error).__name__}: {lines[0] if lines else ''}"
@@ -171,6 +175,14 @@ def _convert_export(program: ExportedProgram, inputs: tuple[Any, ...], model_nam
     converter = Converter(graph, model_name)
     leaves, structure = convert_program(converter, program, inputs, graph_inputs=True)
     return finish(graph, converter, model_name, leaves, structure)
+
+
+def _declared_sizes(count: int) -> list[dict[int, int]]:
+    """Per input, the declared free dims and a second size of each (for torch.export)."""
+    free = declared_dims()
+    if free is None:
+        return [{} for _ in range(count)]
+    return [{d: f.other for d, f in free.of(i).items()} for i in range(count)]
 
 
 __all__ = ["ExampleInputsError", "FxParser"]

@@ -84,3 +84,34 @@ def _failure(model: torch.nn.Module, error: BaseException) -> TraceFailure:
             location = f"{filename}:{line}"
     reason = f"{type(error).__name__}: {error}".strip()
     return TraceFailure(module_path, location, reason.splitlines()[0], error)
+
+
+class _ShapeInterpreter(torch.fx.Interpreter):
+    """Runs a GraphModule, noting the shape of every tensor result by node name."""
+
+    def __init__(self, gm: torch.fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.shapes: dict[str, tuple[int, ...]] = {}
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        result = super().run_node(n)
+        if isinstance(result, torch.Tensor):
+            self.shapes[n.name] = tuple(result.shape)
+        return result
+
+
+def shadow_shapes(gm: torch.fx.GraphModule, inputs: Sequence[Any]) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor node of ``gm`` on ``inputs`` (the free dims resized).
+
+    Compared with the example's shapes, they say which dims of a value follow the free
+    input dims, which an opaque call exported with torch.export must declare dynamic.
+    Empty when the model cannot run at those sizes (it fixes a free dim; the graph's
+    typing reports where).
+    """
+    interpreter = _ShapeInterpreter(gm)
+    try:
+        with torch.no_grad():
+            interpreter.run(*inputs)
+    except Exception:
+        return {}
+    return interpreter.shapes

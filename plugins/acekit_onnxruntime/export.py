@@ -41,13 +41,18 @@ def export_onnx(graph: Graph, path: str | os.PathLike[str], options: Mapping[str
     opset = int(options.get("opset", DEFAULT_OPSET))
     module = to_module(graph, quantize=True).eval()
     _clamp_weights(module, graph)
-    inputs = tuple(_example(value.type) for value in graph.inputs)
+    inputs = tuple(_example(value) for value in graph.inputs)
     input_names = [value.name for value in graph.inputs]
     output_names = [
         f"output_{i}" if len(graph.outputs) > 1 else "output" for i in range(len(graph.outputs))
     ]
+    # The symbolic dims of the graph's types are the model's free dims (acekit.dims).
     dynamic = {
-        name: {0: "batch"} for name, x in zip(input_names, inputs, strict=True) if x.dim() > 0
+        name: axes
+        for name, value in zip(
+            [*input_names, *output_names], [*graph.inputs, *graph.outputs], strict=True
+        )
+        if (axes := _symbolic_axes(value.type))
     }
     with tempfile.TemporaryDirectory(prefix="acekit-onnx-") as scratch:
         raw = Path(scratch) / "raw.onnx"
@@ -102,10 +107,22 @@ def _clamp_weights(module: torch.nn.Module, graph: Graph) -> None:
         module.get_parameter(ref).data = tensor
 
 
-def _example(type_: Any) -> torch.Tensor:
-    shape = [d if isinstance(d, int) else 1 for d in (type_.shape or ())]
+def _example(value: Any) -> torch.Tensor:
+    """A zero input to trace with: the example's sizes, at least 2 where symbolic (the
+    tracer would fold shape arithmetic on a size of 1)."""
+    type_ = value.type
+    known = value.producer.attrs.get("example_shape") if value.producer is not None else None
+    dims = type_.shape or ()
+    if known is None or len(known) != len(dims):
+        known = [2] * len(dims)
+    shape = [d if isinstance(d, int) else max(2, int(k)) for d, k in zip(dims, known, strict=True)]
     dtype = type_.dtype or torch.float32
     return torch.zeros(shape, dtype=dtype)
+
+
+def _symbolic_axes(type_: Any) -> dict[int, str]:
+    """``{axis: symbol}`` for the symbolic dims of ``type_`` (ONNX ``dim_param``)."""
+    return {i: str(d) for i, d in enumerate(type_.shape or ()) if isinstance(d, str)}
 
 
 class _Model:
