@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     from tests.zoo.catalogue import SOURCES
 
     listed = {name: len(make()) for name, make in SOURCES.items()}
-    PAGE.write_text(render(latest(), listed) + "\n")
+    page = render(latest(), listed)
+    PAGE.write_text(page + "\n")
+    print("\n".join(line for line in page.splitlines() if line.startswith("|"))[:4000])
     print(f"wrote {PAGE}")
 
 
