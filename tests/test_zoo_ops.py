@@ -179,3 +179,17 @@ def test_without_fallback_fx_errors_stay_fx_errors() -> None:
     with pytest.raises(UnsupportedOpsError, match="torch.movedim") as raised:
         FxParser(fallback_to_export=False).parse(MoveDim(), (torch.randn(2, 3),))
     assert "torch.export" not in str(raised.value)
+
+
+class Extremes(nn.Module):
+    """torch.min/max of two tensors (MPNet's relative position buckets) are elementwise."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.min(x, torch.zeros_like(x)) + torch.max(x, torch.ones_like(x))
+
+
+def test_min_and_max_of_two_tensors_through_export() -> None:
+    x = torch.randn(2, 3)
+    graph = exported(Extremes(), x)
+    assert {"minimum", "maximum"} <= {node.op for node in graph.nodes}
+    assert_matches(Extremes()(x), graph.to_module()(x))

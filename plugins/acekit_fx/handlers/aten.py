@@ -135,6 +135,8 @@ aten("expand")(
 )
 aten("repeat")(METHODS["repeat"])
 aten("expand_as")(METHODS["expand_as"])
+aten("min.other")(FUNCTIONS[torch.minimum])  # torch.min(a, b): elementwise
+aten("max.other")(FUNCTIONS[torch.maximum])
 aten("unfold")(METHODS["unfold"])
 aten("norm")(METHODS["norm"])
 aten("squeeze")(METHODS["squeeze"])
