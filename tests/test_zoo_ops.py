@@ -193,3 +193,22 @@ def test_min_and_max_of_two_tensors_through_export() -> None:
     graph = exported(Extremes(), x)
     assert {"minimum", "maximum"} <= {node.op for node in graph.nodes}
     assert_matches(Extremes()(x), graph.to_module()(x))
+
+
+@pytest.mark.parametrize(
+    "shape, dim, size, step",
+    [
+        ((2, 3, 10, 7), 2, 4, 2),
+        ((2, 3, 10, 7), -1, 3, 1),
+        ((5,), 0, 2, 3),
+        ((2, 12, 12, 4), 1, 6, 4),
+    ],
+)
+def test_unfold_kernel_is_tensor_unfold(
+    shape: tuple[int, ...], dim: int, size: int, step: int
+) -> None:
+    from acekit.runtime import get_kernel
+
+    x = torch.randn(shape)
+    kernel = get_kernel("unfold").fn
+    assert torch.equal(kernel(x, dimension=dim, size=size, step=step), x.unfold(dim, size, step))

@@ -747,8 +747,18 @@ def pad(
 
 @register_kernel("unfold")
 def unfold(input: Tensor, *, dimension: int, size: int, step: int) -> Tensor:
-    """``Tensor.unfold``."""
-    return input.unfold(dimension, size, step)
+    """``Tensor.unfold``, written as a gather so that ONNX export keeps the length free.
+
+    torch's ONNX exporter lowers ``aten::unfold`` only for sizes it knows; here the
+    window starts are an ``arange`` of the traced length (ONNX Range).
+    """
+    dimension = dimension % input.dim()
+    length = input.shape[dimension]
+    count = (length - size) // step + 1
+    starts = torch.arange(count, device=input.device) * step
+    index = (starts[:, None] + torch.arange(size, device=input.device)[None, :]).reshape(-1)
+    windows = input.index_select(dimension, index).unflatten(dimension, (-1, size))
+    return windows.movedim(dimension + 1, -1)
 
 
 @register_kernel("arange")
