@@ -212,3 +212,15 @@ def test_unfold_kernel_is_tensor_unfold(
     x = torch.randn(shape)
     kernel = get_kernel("unfold").fn
     assert torch.equal(kernel(x, dimension=dim, size=size, step=step), x.unfold(dim, size, step))
+
+
+def test_addmm_of_a_transposed_weight_is_linear_in_every_parser() -> None:
+    from acekit_torchscript import parse_torchscript
+
+    model, x = AddMM().eval(), torch.randn(2, 1, 8)
+    with torch.no_grad():
+        scripted = parse_torchscript(torch.jit.trace(model, x), (x,))
+    for graph in (fx(model, x), exported(model, x), scripted):
+        ops = {node.op for node in graph.nodes}
+        assert "linear" in ops and "matmul" not in ops, ops
+        assert_matches(model(x), graph.to_module()(x))
