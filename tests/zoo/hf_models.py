@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -175,7 +176,7 @@ def cases() -> list[Case]:
         Case(
             "huggingface",
             arch,
-            lambda arch=arch: _build(arch),
+            functools.partial(_build, arch),
             text_inputs if kind == "text" else image_inputs,
             text=kind == "text",
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -229,6 +230,6 @@ def _images(size: int) -> Any:
 def cases() -> list[Case]:
     """The sample, each at the smallest size it accepts."""
     return [
-        Case("timm", name, lambda name=name: _build(name), _images(DEFAULT_SIZE.get(name, 64)))
+        Case("timm", name, functools.partial(_build, name), _images(DEFAULT_SIZE.get(name, 64)))
         for name in MODELS
     ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,6 +33,7 @@ def randomise(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
             module.running_mean.uniform_(-0.1, 0.1)
+            assert module.running_var is not None
             module.running_var.uniform_(0.5, 1.5)
     return model
 
@@ -64,7 +67,7 @@ def classification() -> list[Case]:
             Case(
                 "torchvision-classification",
                 name,
-                lambda name=name, kwargs=kwargs: _get(name, **kwargs),
+                functools.partial(_get, name, **kwargs),
                 _images(image_size(name)),
             )
         )
@@ -79,7 +82,7 @@ def segmentation() -> list[Case]:
         Case(
             "torchvision-segmentation",
             name,
-            lambda name=name: _get(name, weights_backbone=None, num_classes=5),
+            functools.partial(_get, name, weights_backbone=None, num_classes=5),
             _images(64),
         )
         for name in torchvision.models.list_models(module=torchvision.models.segmentation)
@@ -91,11 +94,15 @@ class DetectionFeatures(nn.Module):
 
     def __init__(self, detector: nn.Module) -> None:
         super().__init__()
-        self.backbone = detector.backbone
+        self.backbone: nn.Module = detector.backbone  # type: ignore[assignment]
 
     def forward(self, images: torch.Tensor) -> Any:
         """The backbone's feature maps."""
         return self.backbone(images)
+
+
+def _features(build: Callable[[], nn.Module]) -> nn.Module:
+    return DetectionFeatures(build())
 
 
 def detection() -> list[Case]:
@@ -104,18 +111,15 @@ def detection() -> list[Case]:
 
     cases = []
     for name in torchvision.models.list_models(module=torchvision.models.detection):
-        build = lambda name=name: _get(  # noqa: E731
-            name, weights_backbone=None, num_classes=3, min_size=64, max_size=64
-        )
-        if name.startswith("ssd"):
-            build = lambda name=name: _get(name, weights_backbone=None, num_classes=3)  # noqa: E731
+        sizes: dict[str, Any] = {} if name.startswith("ssd") else {"min_size": 64, "max_size": 64}
+        build = functools.partial(_get, name, weights_backbone=None, num_classes=3, **sizes)
         size = 64
         cases.append(Case("torchvision-detection", name, build, _images(size)))
         cases.append(
             Case(
                 "torchvision-detection",
                 f"{name}.backbone",
-                lambda build=build: DetectionFeatures(build()),
+                functools.partial(_features, build),
                 _images(size),
             )
         )
