@@ -136,7 +136,10 @@ def infer_free_dims(
         if not isinstance(example, torch.Tensor) or example.dim() == 0:
             continue
         if i in user:
-            found += [(i, d, "user", name) for d, name in sorted(_user_dims(user[i], example, input_names[i]).items())]
+            found += [
+                (i, d, "user", name)
+                for d, name in sorted(_user_dims(user[i], example, input_names[i]).items())
+            ]
             continue
         dims: dict[int, str] = {0: "batch"}
         if example.dim() == 2 and not example.is_floating_point() and example.dtype != torch.bool:

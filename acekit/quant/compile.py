@@ -124,13 +124,15 @@ def quantize_parsed(
     first_batch = None
     if calibration_inputs is not None or _needs_data(steps):
         data = CalibrationData(calibration_inputs, example_inputs, input_names, select=select)
-        first_batch = data.peek()
+        data.check_sizes = False  # the first batch says which dims differ: they are free
+        first_batch = data.first()
+        data.check_sizes = True
     free = infer_free_dims(
         example_inputs, input_names, first_batch=first_batch, dynamic_shapes=dynamic_shapes
     )
-    if data is not None:
+    if data is not None and first_batch is not None:
         data.free_dims = free
-        data.first()
+        data.check(first_batch, 0)  # dynamic_shapes= may keep a differing dim static
     device = _device_of(example_inputs)
     _seed(settings.training.random_seed)
     with run_logging(logs_dir, extra_versions=plugin_versions()) as run:

@@ -57,6 +57,8 @@ class CalibrationData:
         self.free_dims: FreeDims | None = None
         #: Why a dim is fixed (the model fixes it there), for messages.
         self.fixed_reasons: dict[tuple[int, int], str] = {}
+        #: ``False`` while the first batch is read to find the free dims: only ranks count.
+        self.check_sizes = True
 
     def batches(self, limit: int | None = None) -> Iterator[Batch]:
         """Checked batches, at most ``limit``; raises on the first bad one."""
@@ -79,12 +81,6 @@ class CalibrationData:
         except TypeError:
             return limit
         return size if limit is None else min(size, limit)
-
-    def peek(self) -> Batch | None:
-        """The first batch's inputs, unchecked (``None`` when there are none)."""
-        for raw in self._raw():
-            return self._inputs(self.select(raw) if self.select is not None else raw, 0)
-        return None
 
     def first(self) -> Batch:
         """The first batch, checked: call before any work to fail early on bad data."""
@@ -147,8 +143,11 @@ class CalibrationData:
                 )
 
     def _check_shape(self, where: str, position: int, value: Tensor, example: Tensor) -> None:
-        if not example.dim():
-            free: set[int] = set()
+        free: set[int]
+        if not self.check_sizes:
+            free = set(range(example.dim()))
+        elif not example.dim():
+            free = set()
         elif self.free_dims is None:
             free = {0}
         else:

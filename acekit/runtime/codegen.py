@@ -302,8 +302,7 @@ def _fx_name(name: str) -> str:
 
 
 def _unique(base: str, taken: dict[str, str]) -> str:
-    """``base`` or ``base_1``...: a free submodule name (``nn.Module``'s own, like ``to``,
-    are never free)."""
+    """``base`` or ``base_1``...: a free submodule name (a value may be named ``to``)."""
     name, i = base, 1
     while name in taken or hasattr(nn.Module, name):
         name, i = f"{base}_{i}", i + 1

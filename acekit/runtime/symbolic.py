@@ -73,11 +73,15 @@ def generalize_types(graph: Graph, inputs: Sequence[Any], free: FreeDims) -> lis
     fixed: list[FixedDim] = []
     moved, failure = _record(graph, values, free.resized(inputs))
     if failure is not None:
-        # Some dim is fixed: try each alone, keep those the graph can vary.
+        # Some dim is fixed: try each symbol alone (dims sharing one, like the sequence
+        # of input_ids and attention_mask, must move together); keep those that vary.
+        groups: dict[str, list[FreeDim]] = {}
         for dim in free.dims:
-            _, alone = _record(graph, values, free.resized(inputs, [dim]))
+            groups.setdefault(dim.symbol, []).append(dim)
+        for group in groups.values():
+            _, alone = _record(graph, values, free.resized(inputs, group))
             if alone is not None:
-                fixed.append(FixedDim(dim, *alone))
+                fixed += [FixedDim(dim, *alone) for dim in group]
         free = free.without([f.dim for f in fixed])
         moved, failure = _record(graph, values, free.resized(inputs)) if free else (base, None)
         if failure is not None:  # the dims vary one at a time but not together
@@ -116,9 +120,9 @@ def _record(
         message = f"{type(error).__name__}: {lines[0] if lines else ''}"
         # Nodes run in graph order: the first one whose result was not seen failed.
         for node in graph.nodes:
-            if node.outputs and any(out.name not in seen for out in node.outputs):
-                if node.op not in ("parameter", "constant", "output"):
-                    return seen, (node.name, node.subgraph, message)
+            unseen = any(out.name not in seen for out in node.outputs)
+            if unseen and node.op not in ("parameter", "constant", "output"):
+                return seen, (node.name, node.subgraph, message)
         return seen, ("?", graph.name, message)
     return seen, None
 

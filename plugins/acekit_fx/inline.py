@@ -55,8 +55,14 @@ def _export_call(
     module: torch.nn.Module | None,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-) -> tuple[ExportedProgram, _Call, list[Any], list[torch.Tensor]]:
-    """Export the call on its example arguments: (program, wrapper, bound tensors, examples)."""
+    *,
+    dynamic: bool = True,
+) -> tuple[ExportedProgram, _Call, list[Any], list[torch.Tensor], bool]:
+    """Export the call on its example arguments.
+
+    Returns (program, wrapper, bound tensors, examples, whether some dim is dynamic);
+    with ``dynamic`` the dims that follow the model's free input dims stay symbolic.
+    """
     concrete_args = list(cx.concrete_args)
     concrete_kwargs = dict(cx.concrete_kwargs)
     slots: list[tuple[str, Any]] = []
@@ -74,7 +80,7 @@ def _export_call(
             slots.append((where, slot))
             bound_tensors.append(bound)
             examples.append(value)
-            free.append(cx.converter.free_dims_of(fx_arg, value))
+            free.append(cx.converter.free_dims_of(fx_arg, value) if dynamic else {})
         elif isinstance(value, list | tuple) and any(isinstance(v, torch.Tensor) for v in value):
             raise Unsupported("a call taking a list of tensors cannot be inlined")
     fn: Any = module if module is not None else fx_node.target
@@ -84,7 +90,7 @@ def _export_call(
     key = None if signature is None else (signature, tuple(tuple(sorted(f.items())) for f in free))
     cached = cx.converter.export_cache.get(key) if key is not None else None
     if cached is not None:
-        return cached, wrapper, bound_tensors, examples
+        return cached, wrapper, bound_tensors, examples, any(free)
     try:
         # Dims that follow the model's free input dims stay symbolic inside the call.
         program = export_dynamic(wrapper, examples, free, varargs=True)
@@ -98,7 +104,7 @@ def _export_call(
     program = functional(program)
     if key is not None:
         cx.converter.export_cache[key] = program
-    return program, wrapper, bound_tensors, examples
+    return program, wrapper, bound_tensors, examples, any(free)
 
 
 def _signature(fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -131,7 +137,7 @@ def check_call(
     For a call whose inputs could not be converted: it cannot be inlined, but the user
     should still hear about what inside it is unsupported, in the same run.
     """
-    program = _export_call(cx, fx_node, module, args, kwargs)[0]
+    program = _export_call(cx, fx_node, module, args, kwargs, dynamic=False)[0]
     unknown = [
         describe_target(node)
         for node in program.graph.nodes
@@ -150,8 +156,41 @@ def inline_call(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    """Convert an opaque call by exporting it on its example arguments."""
-    program, wrapper, bound_tensors, examples = _export_call(cx, fx_node, module, args, kwargs)
+    """Convert an opaque call by exporting it on its example arguments.
+
+    Dims that follow the model's free input dims are exported dynamic; when that needs
+    ops the IR lacks, the call is exported again at the example's sizes (the dims are
+    then reported as fixed by the model, at this call).
+    """
+    before = set(parent.graph.nodes) if parent.shadow else None
+    try:
+        return _inline(parent, cx, fx_node, module, args, kwargs, dynamic=True)
+    except _DynamicUnsupported:
+        assert before is not None
+        # Drop what the dynamic attempt added; parameter nodes stay (they are reused).
+        added = [n for n in parent.graph.nodes if n not in before and n.op != "parameter"]
+        for node in reversed(added):
+            parent.graph.erase(node)
+        return _inline(parent, cx, fx_node, module, args, kwargs, dynamic=False)
+
+
+class _DynamicUnsupported(Exception):
+    """The call exported with dynamic dims uses ops the IR lacks."""
+
+
+def _inline(
+    parent: Converter,
+    cx: NodeContext,
+    fx_node: torch.fx.Node,
+    module: torch.nn.Module | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    dynamic: bool,
+) -> Any:
+    program, wrapper, bound_tensors, examples, is_dynamic = _export_call(
+        cx, fx_node, module, args, kwargs, dynamic=dynamic
+    )
     module_path = str(fx_node.target) if module is not None else ""
     child = Converter(
         parent.graph,
@@ -188,6 +227,8 @@ def inline_call(
         ref_of=ref_of,
         tensor_of=tensor_of,
     )
+    if child.unsupported and is_dynamic:
+        raise _DynamicUnsupported()
     if child.unsupported:
         inner = ", ".join(dict.fromkeys(op.op for op in child.unsupported))
         raise Unsupported(f"captured with torch.export, it uses ops the IR does not know: {inner}")

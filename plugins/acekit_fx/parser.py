@@ -18,7 +18,12 @@ from acekit_fx.context import NodeContext
 from acekit_fx.converter import Converter
 from acekit_fx.dynamo import is_dynamo_graph, parse_dynamo_graph
 from acekit_fx.errors import TraceFailedError
-from acekit_fx.export import convert_program, export_dynamic, parse_exported_program
+from acekit_fx.export import (
+    convert_program,
+    export_dynamic,
+    export_quietly,
+    parse_exported_program,
+)
 from acekit_fx.frontend import encode_outputs, finish, stack_scope
 from acekit_fx.naming import sanitize
 from acekit_fx.tracing import TraceFailure, shadow_shapes, symbolic_trace
@@ -164,10 +169,27 @@ class FxParser:
             model=model_name,
             location=failure.location,
         )
-        graph = Graph(model_name)
-        converter = Converter(graph, model_name)
-        leaves, structure = convert_program(converter, program, inputs, graph_inputs=True)
-        return finish(graph, converter, model_name, leaves, structure)
+        try:
+            return _convert_export(model_name, program, inputs)
+        except UnsupportedOpsError as error:
+            if not any(_declared_sizes(len(inputs))):
+                raise
+            # Dynamic dims keep shape arithmetic (arange(seq), ...) that the IR may lack
+            # an op for; at the example's sizes it folds. The dims are reported as fixed.
+            ops = ", ".join(dict.fromkeys(op.op for op in error.ops))
+            log.warning(
+                f"Parsing '{model_name}' at the example's sizes: with free dims torch.export "
+                f"keeps ops the IR does not support ({ops})",
+                model=model_name,
+            )
+            return _convert_export(model_name, export_quietly(model, inputs), inputs)
+
+
+def _convert_export(model_name: str, program: ExportedProgram, inputs: tuple[Any, ...]) -> Graph:
+    graph = Graph(model_name)
+    converter = Converter(graph, model_name)
+    leaves, structure = convert_program(converter, program, inputs, graph_inputs=True)
+    return finish(graph, converter, model_name, leaves, structure)
 
 
 def _convert_export(program: ExportedProgram, inputs: tuple[Any, ...], model_name: str) -> Graph:
