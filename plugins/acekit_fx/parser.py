@@ -122,7 +122,7 @@ class FxParser:
         """Parse through torch.export a model FX traced into ops the IR lacks.
 
         torch.export records ATen ops, into which many Python-level calls decompose
-        (``Tensor.unfold`` of a view, a method the FX handlers lack). When export fails
+        (``torch.movedim``, which the FX handlers lack). When export fails
         too, or meets unsupported ops of its own, the FX error is raised, saying so.
         """
         model_name = type(model).__name__
