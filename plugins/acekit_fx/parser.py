@@ -130,11 +130,11 @@ class FxParser:
         try:
             program = export_dynamic(model, inputs, _declared_sizes(len(inputs)))
             try:
-                graph = _convert_export(program, inputs, model_name)
+                graph = _convert_export(model_name, program, inputs)
             except UnsupportedOpsError:
                 # Export keeps composite ops (movedim, square) that the core ATen
                 # decompositions turn into ones the IR has.
-                graph = _convert_export(program.run_decompositions(), inputs, model_name)
+                graph = _convert_export(model_name, program.run_decompositions(), inputs)
         except Exception as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
             note = f"torch.export was tried too: {type(error).__name__}: {reason}"
@@ -186,13 +186,6 @@ class FxParser:
 
 
 def _convert_export(model_name: str, program: ExportedProgram, inputs: tuple[Any, ...]) -> Graph:
-    graph = Graph(model_name)
-    converter = Converter(graph, model_name)
-    leaves, structure = convert_program(converter, program, inputs, graph_inputs=True)
-    return finish(graph, converter, model_name, leaves, structure)
-
-
-def _convert_export(program: ExportedProgram, inputs: tuple[Any, ...], model_name: str) -> Graph:
     graph = Graph(model_name)
     converter = Converter(graph, model_name)
     leaves, structure = convert_program(converter, program, inputs, graph_inputs=True)
