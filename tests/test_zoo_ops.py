@@ -135,8 +135,12 @@ def test_fx_assertion_helpers_leave_no_node() -> None:
         def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
             return x if mask is None else x * mask
 
-    graph = fx(Optional(), torch.randn(2, 3))
+    x = torch.randn(2, 3)
+    graph = fx(Optional(), x)
     assert {node.op for node in graph.nodes} == {"input", "output"}
+    # The parameter FX fixed to its default is no graph input: the module takes x alone.
+    assert len([node for node in graph.nodes if node.op == "input"]) == 1
+    assert torch.equal(graph.to_module()(x), x)
 
 
 class MoveDim(nn.Module):

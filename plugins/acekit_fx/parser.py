@@ -102,7 +102,13 @@ class FxParser:
             if free:
                 converter.shadow = shadow_shapes(traced, free.resized([x.clone() for x in inputs]))
 
+            bound_inputs = [0]
+
             def bind(cx: NodeContext, node: torch.fx.Node, example: Any) -> Any:
+                if bound_inputs[0] == len(inputs):
+                    # A parameter FX fixed to its default (concrete_args): a constant.
+                    return example
+                bound_inputs[0] += 1
                 value = graph.add_input(sanitize(node.name), type_of(example), subgraph=model_name)
                 cx.final = value.producer
                 return value
