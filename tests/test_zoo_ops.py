@@ -228,3 +228,19 @@ def test_addmm_of_a_transposed_weight_is_linear_in_every_parser() -> None:
         ops = {node.op for node in graph.nodes}
         assert "linear" in ops and "matmul" not in ops, ops
         assert_matches(model(x), graph.to_module()(x))
+
+
+class Loop(nn.Module):
+    """Iterates over its input: what torchvision's detectors do with their image batch."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([image * 2 for image in images])
+
+
+def test_a_trace_failure_names_the_users_line_not_the_parsers() -> None:
+    from acekit_fx.errors import TraceFailedError
+
+    with pytest.raises(TraceFailedError) as raised:
+        FxParser(fallback_to_export=False).parse(Loop(), (torch.randn(2, 3),))
+    assert raised.value.location is not None
+    assert raised.value.location.startswith(__file__)
