@@ -459,13 +459,15 @@ def convert_upsample(
     **kwargs: Any,
 ) -> Value:
     """``upsample_<mode>2d`` (``.vec``: size or scale factors; else explicit scales)."""
-    packet = cx.fx_node.target.overloadpacket.__name__
+    target = cx.fx_node.target
+    assert isinstance(target, torch._ops.OpOverload)
+    packet = target.overloadpacket.__name__
     antialias = packet.endswith("_aa")
     mode = packet.removeprefix("_").removeprefix("upsample_").removesuffix("_aa")[:-2]
     align_corners = None if mode == "nearest" else (args[0] if args else False)
     rest = args[1:] if mode != "nearest" else args
     scales = rest[0] if rest else kwargs.get("scale_factors")
-    if cx.fx_node.target._overloadname != "vec":
+    if target._overloadname != "vec":
         scales = None  # explicit per-dim scales only say how output_size was derived
     size = None if output_size is None or scales is not None else output_size
     return torch_ops.convert_interpolate(
