@@ -244,3 +244,16 @@ def test_a_trace_failure_names_the_users_line_not_the_parsers() -> None:
         FxParser(fallback_to_export=False).parse(Loop(), (torch.randn(2, 3),))
     assert raised.value.location is not None
     assert raised.value.location.startswith(__file__)
+
+
+@pytest.mark.parametrize(
+    "shape, size", [((2, 3, 1, 1), 6), ((2, 3, 5, 7), (3, 4)), ((1, 2, 2, 3), 7)]
+)
+def test_adaptive_average_pooling_to_sizes_that_do_not_divide(
+    shape: tuple[int, ...], size: int | tuple[int, int]
+) -> None:
+    from acekit.runtime import get_kernel
+
+    x = torch.randn(shape)
+    kernel = get_kernel("adaptive_avg_pool2d").fn
+    torch.testing.assert_close(kernel(x, output_size=size), F.adaptive_avg_pool2d(x, size))

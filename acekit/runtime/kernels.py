@@ -637,8 +637,28 @@ def adaptive_avg_pool1d(input: Tensor, *, output_size: Any) -> Tensor:
 
 @register_kernel("adaptive_avg_pool2d")
 def adaptive_avg_pool2d(input: Tensor, *, output_size: Any) -> Tensor:
-    """``F.adaptive_avg_pool2d``."""
-    return F.adaptive_avg_pool2d(input, output_size)
+    """``F.adaptive_avg_pool2d``; as two averaging matmuls when a size does not divide.
+
+    torch's ONNX exporter lowers adaptive pooling only to a fixed-kernel pool, so an
+    output size that does not divide the input (AlexNet's 6x6 of a 1x1 map at 64 px)
+    cannot be exported; the matmuls compute the same windows and export everywhere.
+    """
+    sizes = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    height, width = int(input.shape[-2]), int(input.shape[-1])
+    if None in sizes or (height % sizes[0] == 0 and width % sizes[1] == 0):
+        return F.adaptive_avg_pool2d(input, output_size)
+    rows = _averaging_matrix(height, sizes[0], input)
+    columns = _averaging_matrix(width, sizes[1], input)
+    return torch.matmul(torch.matmul(rows, input), columns.transpose(0, 1))
+
+
+def _averaging_matrix(size: int, out: int, like: Tensor) -> Tensor:
+    """(out, size): row i averages adaptive pooling's window i of a dim of ``size``."""
+    matrix = torch.zeros(out, size, dtype=like.dtype, device=like.device)
+    for i in range(out):
+        start, end = (i * size) // out, -((-(i + 1) * size) // out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
 
 
 @register_kernel("adaptive_max_pool2d")
