@@ -145,13 +145,21 @@ def type_of(example: Any) -> TensorType:
 
 
 def free_ref(graph: Graph, ref: str) -> str:
-    """``ref``, or ``ref_1``, ``ref_2`` ...: the first name ``graph.tensors`` does not hold."""
-    if ref not in graph.tensors:
+    """``ref``, or ``ref_1``, ``ref_2`` ...: the first name ``graph.tensors`` does not hold.
+
+    A name that ``nn.Module`` itself defines (a constant export named ``to``) is taken
+    too: the generated module could not register a buffer under it.
+    """
+    if ref not in graph.tensors and not _module_attribute(ref):
         return ref
     for index in itertools.count(1):
         if f"{ref}_{index}" not in graph.tensors:
             return f"{ref}_{index}"
     raise AssertionError("unreachable")
+
+
+def _module_attribute(ref: str) -> bool:
+    return hasattr(torch.nn.Module, ref.rpartition(".")[2])
 
 
 def add_tensor_constant(

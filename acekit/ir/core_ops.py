@@ -136,6 +136,7 @@ _ELEMENTWISE = [
     _binary("maximum"),
     _binary("minimum"),
     _unary("logical_not"),
+    _unary("bitwise_not", doc="~input: bitwise not of integers, logical not of bools."),
     _unary("neg"),
     _unary("abs"),
     _unary("exp"),
@@ -305,17 +306,21 @@ _POOLING = [
     _unary("adaptive_avg_pool1d", output_size=INTS),
     _unary("adaptive_avg_pool2d", output_size=ANY),
     _unary("adaptive_max_pool2d", output_size=ANY),
-    _unary(
+    OpSchema(
         "interpolate",
-        size=INTS,
-        scale_factor=ANY,
-        mode=STR,
-        align_corners=BOOL,
-        recompute_scale_factor=BOOL,
-        antialias=BOOL,
+        ("input", "size"),
+        {
+            "size": INTS,
+            "scale_factor": ANY,
+            "mode": STR,
+            "align_corners": BOOL,
+            "recompute_scale_factor": BOOL,
+            "antialias": BOOL,
+        },
+        optional_inputs=1,
+        doc="F.interpolate; size is an attribute, or a pack input when the graph computes it.",
     ),
 ]
-
 _SHAPE = [
     _unary("flatten", start_dim=INT, end_dim=INT),
     _unary("unflatten", dim=INT, sizes=INTS),
@@ -329,7 +334,31 @@ _SHAPE = [
     _unary("squeeze", dim=ANY),
     _unary("flip", dims=INTS),
     _unary("roll", shifts=INTS, dims=INTS),
-    _unary("pad", pad=INTS, mode=STR, value=FLOAT),
+    OpSchema(
+        "pad",
+        ("input", "pad"),
+        {"pad": INTS, "mode": STR, "value": FLOAT},
+        optional_inputs=1,
+        doc="F.pad; pad is an attribute, or a pack input when the graph computes it.",
+    ),
+    _unary(
+        "unfold",
+        dimension=AttrSpec("int", required=True),
+        size=AttrSpec("int", required=True),
+        step=AttrSpec("int", required=True),
+        doc="Tensor.unfold: sliding windows of size along dimension, step apart, in a new "
+        "last dim.",
+    ),
+    OpSchema(
+        "arange",
+        ("like",),
+        {"values": AttrSpec("any", required=True), "dtype": DTYPE},
+        variadic=True,
+        min_inputs=1,
+        doc="torch.arange(start, end, step) where the graph computes some bound: values "
+        "is (start, end, step) with each None taking the next input after like, the "
+        "tensor whose device the result takes.",
+    ),
     OpSchema(
         "chunk",
         ("input",),

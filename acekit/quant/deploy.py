@@ -20,16 +20,27 @@ FOLDED_AT_DEPLOYMENT = frozenset({"qat_batch_norm"})
 
 
 def is_weight(value: Value) -> bool:
-    """Whether ``value`` is a weight: a parameter, or computed from parameters only."""
-    producer = value.producer
-    if producer is None or producer.op == "constant":
+    """Whether ``value`` is a weight: a parameter, or computed from parameters (and
+    constants) only.
+
+    A walk up the producers with a stack, not recursion: deep networks (EfficientNetV2)
+    are deeper than Python's recursion limit.
+    """
+    if value.producer is None or value.producer.op == "constant":
         return False
-    if producer.op == "parameter":
-        return True
-    return bool(producer.inputs) and all(
-        is_weight(v) or (v.producer is not None and v.producer.op == "constant")
-        for v in producer.inputs
-    )
+    pending = [value]
+    seen: set[int] = set()
+    while pending:
+        producer = pending.pop().producer
+        if producer is None:
+            return False
+        if id(producer) in seen or producer.op in ("parameter", "constant"):
+            continue
+        seen.add(id(producer))
+        if not producer.inputs:
+            return False
+        pending.extend(producer.inputs)
+    return True
 
 
 def deployment_graph(graph: Graph) -> Graph:

@@ -149,6 +149,12 @@ def logical_or(input: Any, other: Any) -> Any:
     return bool(input) or bool(other)
 
 
+@register_kernel("bitwise_not")
+def bitwise_not(input: Tensor) -> Tensor:
+    """``~input`` (``torch.bitwise_not``)."""
+    return torch.bitwise_not(input)
+
+
 @register_kernel("logical_not")
 def logical_not(input: Any) -> Any:
     """Logical not of a tensor or python bool."""
@@ -625,8 +631,28 @@ def adaptive_avg_pool1d(input: Tensor, *, output_size: Any) -> Tensor:
 
 @register_kernel("adaptive_avg_pool2d")
 def adaptive_avg_pool2d(input: Tensor, *, output_size: Any) -> Tensor:
-    """``F.adaptive_avg_pool2d``."""
-    return F.adaptive_avg_pool2d(input, output_size)
+    """``F.adaptive_avg_pool2d``; as two averaging matmuls when a size does not divide.
+
+    torch's ONNX exporter lowers adaptive pooling only to a fixed-kernel pool, so an
+    output size that does not divide the input (AlexNet's 6x6 of a 1x1 map at 64 px)
+    cannot be exported; the matmuls compute the same windows and export everywhere.
+    """
+    sizes = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    height, width = int(input.shape[-2]), int(input.shape[-1])
+    if None in sizes or (height % sizes[0] == 0 and width % sizes[1] == 0):
+        return F.adaptive_avg_pool2d(input, output_size)
+    rows = _averaging_matrix(height, sizes[0], input)
+    columns = _averaging_matrix(width, sizes[1], input)
+    return torch.matmul(torch.matmul(rows, input), columns.transpose(0, 1))
+
+
+def _averaging_matrix(size: int, out: int, like: Tensor) -> Tensor:
+    """(out, size): row i averages adaptive pooling's window i of a dim of ``size``."""
+    matrix = torch.zeros(out, size, dtype=like.dtype, device=like.device)
+    for i in range(out):
+        start, end = (i * size) // out, -((-(i + 1) * size) // out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
 
 
 @register_kernel("adaptive_max_pool2d")
@@ -636,8 +662,10 @@ def adaptive_max_pool2d(input: Tensor, *, output_size: Any) -> Tensor:
 
 
 @register_kernel("interpolate")
-def interpolate(input: Tensor, **options: Any) -> Tensor:
-    """``F.interpolate``."""
+def interpolate(input: Tensor, size_input: Any = None, **options: Any) -> Tensor:
+    """``F.interpolate``; the size comes from the input when there is one."""
+    if size_input is not None:
+        options["size"] = tuple(size_input)
     return F.interpolate(input, **options)
 
 
@@ -718,10 +746,42 @@ def roll(input: Tensor, *, shifts: tuple[int, ...], dims: tuple[int, ...] | None
 
 @register_kernel("pad")
 def pad(
-    input: Tensor, *, pad: tuple[int, ...], mode: str = "constant", value: float | None = None
+    input: Tensor,
+    pad_input: Any = None,
+    *,
+    pad: tuple[int, ...] | None = None,
+    mode: str = "constant",
+    value: float | None = None,
 ) -> Tensor:
-    """``F.pad``."""
-    return F.pad(input, pad, mode, value)
+    """``F.pad``; the padding comes from the input when there is one."""
+    widths = tuple(pad_input) if pad_input is not None else pad
+    assert widths is not None, "pad needs a pad attribute or input"
+    return F.pad(input, widths, mode, value)
+
+
+@register_kernel("unfold")
+def unfold(input: Tensor, *, dimension: int, size: int, step: int) -> Tensor:
+    """``Tensor.unfold``, written as a gather so that ONNX export keeps the length free.
+
+    torch's ONNX exporter lowers ``aten::unfold`` only for sizes it knows; here the
+    window starts are an ``arange`` of the traced length (ONNX Range).
+    """
+    dimension = dimension % input.dim()
+    length = input.shape[dimension]
+    count = (length - size) // step + 1
+    starts = torch.arange(count, device=input.device) * step
+    index = (starts[:, None] + torch.arange(size, device=input.device)[None, :]).reshape(-1)
+    windows = input.index_select(dimension, index).unflatten(dimension, (-1, size))
+    return windows.movedim(dimension + 1, -1)
+
+
+@register_kernel("arange")
+def arange(like: Tensor, *inputs: Any, values: tuple[Any, ...], dtype: str | None = None) -> Tensor:
+    """``torch.arange(start, end, step)`` on ``like``'s device; None bounds are inputs."""
+    pending = iter(inputs)
+    start, end, step = (next(pending) if v is None else v for v in values)
+    kind = dtype_from_name(dtype) if dtype is not None else None
+    return torch.arange(start, end, step, dtype=kind, device=like.device)
 
 
 @register_kernel("chunk")

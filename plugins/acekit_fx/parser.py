@@ -102,14 +102,57 @@ class FxParser:
             if free:
                 converter.shadow = shadow_shapes(traced, free.resized([x.clone() for x in inputs]))
 
+            bound_inputs = [0]
+
             def bind(cx: NodeContext, node: torch.fx.Node, example: Any) -> Any:
+                if bound_inputs[0] == len(inputs):
+                    # A parameter FX fixed to its default (concrete_args): a constant.
+                    return example
+                bound_inputs[0] += 1
                 value = graph.add_input(sanitize(node.name), type_of(example), subgraph=model_name)
                 cx.final = value.producer
                 return value
 
             output = converter.run(traced, examples, bind_placeholder=bind, scope=stack_scope)
             leaves, structure = encode_outputs(output)
-            return finish(graph, converter, model_name, leaves, structure)
+            try:
+                return finish(graph, converter, model_name, leaves, structure)
+            except UnsupportedOpsError as error:
+                if not self.fallback_to_export:
+                    raise
+                return self._export_instead(model, inputs, error)
+
+    def _export_instead(
+        self, model: torch.nn.Module, inputs: tuple[Any, ...], fx_error: UnsupportedOpsError
+    ) -> Graph:
+        """Parse through torch.export a model FX traced into ops the IR lacks.
+
+        torch.export records ATen ops, into which many Python-level calls decompose
+        (``torch.movedim``, which the FX handlers lack). When export fails
+        too, or meets unsupported ops of its own, the FX error is raised, saying so.
+        """
+        model_name = type(model).__name__
+        ops = ", ".join(fx_error.op_names)
+        try:
+            program = export_dynamic(model, inputs, _declared_sizes(len(inputs)))
+            try:
+                graph = _convert_export(model_name, program, inputs)
+            except UnsupportedOpsError:
+                # Export keeps composite ops (movedim, square) that the core ATen
+                # decompositions turn into ones the IR has.
+                graph = _convert_export(model_name, program.run_decompositions(), inputs)
+        except Exception as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            note = f"torch.export was tried too: {type(error).__name__}: {reason}"
+            fx_error.args = (f"{fx_error.args[0]}\n{note}",)
+            log.info(f"torch.export cannot parse '{model_name}' either", reason=reason)
+            raise fx_error from None
+        log.info(
+            f"torch.fx traced '{model_name}' into op(s) the IR does not support ({ops}); "
+            "parsed it through torch.export instead",
+            model=model_name,
+        )
+        return graph
 
     def _fallback(
         self, model: torch.nn.Module, inputs: tuple[Any, ...], failure: TraceFailure

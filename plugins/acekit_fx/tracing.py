@@ -13,6 +13,8 @@ import torch
 import torch.fx
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
+#: The parser's own files: a trace failure is located in the user's code, not here.
+_OWN_DIR = os.path.dirname(__file__)
 
 
 @attrs.frozen
@@ -80,7 +82,7 @@ def _failure(model: torch.nn.Module, error: BaseException) -> TraceFailure:
         if isinstance(owner, torch.nn.Module) and id(owner) in names:
             module_path = names[id(owner)]
         filename = frame.f_code.co_filename
-        if not filename.startswith(_TORCH_DIR):
+        if not filename.startswith((_TORCH_DIR, _OWN_DIR)):
             location = f"{filename}:{line}"
     reason = f"{type(error).__name__}: {error}".strip()
     return TraceFailure(module_path, location, reason.splitlines()[0], error)

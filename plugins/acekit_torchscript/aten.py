@@ -97,9 +97,26 @@ def _addmm(call: OpCall) -> list[Any]:
     if call.static("beta") != 1 or call.static("alpha") != 1:
         raise UnsupportedError(f"{call.op_name} with beta or alpha != 1")
     first, second = ("mat1", "mat2") if call.has("mat1") else ("batch1", "batch2")
+    weight = _transposed_parameter(call.tensor(second)) if first == "mat1" else None
+    if weight is not None:  # F.linear as TorchScript records it: a linear, as FX writes it
+        return call.emit("linear", [call.tensor(first), weight, call.tensor("self")])
     product = torch.matmul(call.example(first), call.example(second))
     matmul = call.emit("matmul", [call.tensor(first), call.tensor(second)], results=[product])
     return call.emit("add", [matmul[0].value, call.tensor("self")])
+
+
+def _transposed_parameter(value: Value) -> Value | None:
+    """The parameter ``value`` is the transpose of (``weight.t()``), else ``None``.
+
+    The transpose node itself is left for ``remove-unused`` when nothing else reads it.
+    """
+    producer = value.producer
+    if producer is None or producer.op != "transpose" or not producer.inputs:
+        return None
+    source = producer.inputs[0]
+    if source.producer is None or source.producer.op != "parameter":
+        return None
+    return source
 
 
 def _hardtanh(call: OpCall) -> list[Any]:

@@ -50,6 +50,9 @@ _SAME_AS_FUNCTION: dict[str, Any] = {
     "logical_and": torch.logical_and,
     "logical_or": torch.logical_or,
     "logical_not": torch.logical_not,
+    "bitwise_not": torch.bitwise_not,
+    "addcmul": torch.addcmul,
+    "arange": torch.arange,
     "bitwise_and": torch.bitwise_and,
     "bitwise_or": torch.bitwise_or,
     "__and__": operator.and_,
@@ -131,6 +134,11 @@ aten("expand")(
     lambda cx, input, size, implicit=False: torch_ops.sized_node("expand", "size")(cx, input, size)
 )
 aten("repeat")(METHODS["repeat"])
+aten("expand_as")(METHODS["expand_as"])
+aten("min.other")(FUNCTIONS[torch.minimum])  # torch.min(a, b): elementwise
+aten("max.other")(FUNCTIONS[torch.maximum])
+aten("unfold")(METHODS["unfold"])
+aten("norm")(METHODS["norm"])
 aten("squeeze")(METHODS["squeeze"])
 aten("split", "split_with_sizes")(torch_ops.convert_split)
 aten("flip")(lambda cx, input, dims: torch_ops.convert_flip(cx, input, dims))
@@ -255,6 +263,23 @@ def convert_batch_norm_no_training(
     return (value, None, None)
 
 
+@aten("_native_batch_norm_legit.no_stats")
+def convert_batch_norm_no_stats(
+    cx: NodeContext, input: Any, weight: Any, bias: Any, training: Any, momentum: Any, eps: Any
+) -> tuple[Any, ...]:
+    """Batch norm over the batch's own statistics, no running ones (timm's weight
+    standardisation, ``F.batch_norm(w, None, None, training=True)``): (output, mean, rstd)."""
+    inputs = [
+        cx.value(input),
+        *(cx.none() if t is None else cx.value(t) for t in (weight, bias)),
+        cx.none(),
+        cx.none(),
+    ]
+    attrs = {"eps": float(cx.static(eps, "eps")), "momentum": float(cx.static(momentum, "m"))}
+    value = cx.out("batch_norm", inputs, attrs, result=cx.result[0])
+    return (value, None, None)
+
+
 @aten("native_layer_norm")
 def convert_native_layer_norm(
     cx: NodeContext, input: Any, normalized_shape: Any, weight: Any, bias: Any, eps: Any
@@ -307,10 +332,16 @@ def convert_convolution(
 
 
 @aten("addmm")
+@function(torch.addmm)
+@method("addmm")
 def convert_addmm(
     cx: NodeContext, bias: Any, mat1: Any, mat2: Any, beta: Any = 1, alpha: Any = 1
 ) -> Value:
-    """``bias + mat1 @ mat2``: a ``linear`` when ``mat2`` is a transposed weight."""
+    """``bias + mat1 @ mat2``: a ``linear`` when ``mat2`` is a transposed weight.
+
+    FX (``torch.addmm``) and torch.export (``aten.addmm``) share this handler, so both
+    paths write the same ops for it.
+    """
     if cx.static(beta, "beta") != 1 or cx.static(alpha, "alpha") != 1:
         raise Unsupported("addmm with beta/alpha other than 1")
     weight = cx.value(mat2)
@@ -411,6 +442,37 @@ def convert_einsum(cx: NodeContext, equation: Any, tensors: Any, path: Any = Non
 def convert_to_copy(cx: NodeContext, input: Any, *args: Any, **kwargs: Any) -> Any:
     """Casts (device moves leave the value as it is)."""
     return torch_ops.convert_to(cx, input)
+
+
+@aten(
+    "upsample_bilinear2d",
+    "upsample_nearest2d",
+    "upsample_bicubic2d",
+    "_upsample_bilinear2d_aa",
+    "_upsample_bicubic2d_aa",
+)
+def convert_upsample(
+    cx: NodeContext,
+    input: Any,
+    output_size: Any,
+    *args: Any,
+    **kwargs: Any,
+) -> Value:
+    """``upsample_<mode>2d`` (``.vec``: size or scale factors; else explicit scales)."""
+    target = cx.fx_node.target
+    assert isinstance(target, torch._ops.OpOverload)
+    packet = target.overloadpacket.__name__
+    antialias = packet.endswith("_aa")
+    mode = packet.removeprefix("_").removeprefix("upsample_").removesuffix("_aa")[:-2]
+    align_corners = None if mode == "nearest" else (args[0] if args else False)
+    rest = args[1:] if mode != "nearest" else args
+    scales = rest[0] if rest else kwargs.get("scale_factors")
+    if target._overloadname != "vec":
+        scales = None  # explicit per-dim scales only say how output_size was derived
+    size = None if output_size is None or scales is not None else output_size
+    return torch_ops.convert_interpolate(
+        cx, input, size, scales, mode, align_corners, antialias=antialias
+    )
 
 
 @aten("zero", "fill")

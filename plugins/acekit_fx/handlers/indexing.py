@@ -13,6 +13,7 @@ import operator
 from typing import Any
 
 import torch
+import torch.fx
 
 from acekit.ir import Value
 from acekit_fx.context import NodeContext, Unsupported
@@ -60,6 +61,15 @@ def convert_assert(cx: NodeContext, condition: Any, message: Any = "") -> None:
         {"message": str(cx.static(message, "message"))},
         num_outputs=0,
     )
+    return None
+
+
+@function(torch.fx._symbolic_trace._assert_is_none)
+def convert_assert_is_none(cx: NodeContext, value: Any, message: Any = "") -> None:
+    """FX's own check that an argument it was given as ``None`` stayed ``None``.
+
+    It guards the trace (``concrete_args``), not the model: the IR keeps no node for it.
+    """
     return None
 
 

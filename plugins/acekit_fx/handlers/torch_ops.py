@@ -79,6 +79,18 @@ def convert_div(cx: NodeContext, input: Any, other: Any, *, rounding_mode: Any =
     return cx.out("div", [cx.value(input), cx.value(other)], attrs)
 
 
+@function(torch.addcmul)
+@method("addcmul")
+def convert_addcmul(
+    cx: NodeContext, input: Any, tensor1: Any, tensor2: Any, *, value: Any = 1
+) -> Value:
+    """``input + value * tensor1 * tensor2``: a ``mul`` and an ``add`` (alpha = value)."""
+    scale = cx.static(value, "value")
+    product = cx.helper("mul", [cx.value(tensor1), cx.value(tensor2)]).output
+    attrs = {} if scale == 1 else {"alpha": float(scale)}
+    return cx.out("add", [cx.value(input), product], attrs)
+
+
 def _unary(op: str, *targets: Any, methods: tuple[str, ...] = ()) -> None:
     def handler(cx: NodeContext, input: Any, *args: Any, **kwargs: Any) -> Value:
         if args or kwargs.get("out") is not None:
@@ -104,6 +116,7 @@ _UNARY: dict[str, tuple[Any, ...]] = {
     "floor": (torch.floor,),
     "ceil": (torch.ceil,),
     "logical_not": (torch.logical_not,),
+    "bitwise_not": (torch.bitwise_not, operator.invert),
     "sigmoid": (torch.sigmoid, F.sigmoid, torch.special.expit),
     "tanh": (torch.tanh, F.tanh),
     "relu": (torch.relu, F.relu, torch.relu_, F.relu_),
@@ -469,6 +482,22 @@ def convert_vector_norm(
     return cx.out("norm", [cx.value(input)], attrs)
 
 
+@function(torch.norm)
+@method("norm")
+def convert_norm(
+    cx: NodeContext, input: Any, p: Any = "fro", dim: Any = None, keepdim: Any = False, **kw: Any
+) -> Value:
+    """``torch.norm`` / ``x.norm(p, dim)`` of vectors (``"fro"`` is the 2-norm of them)."""
+    if kw.get("dtype") is not None or kw.get("out") is not None:
+        raise Unsupported("norm with dtype= or out=")
+    order = cx.static(p, "p")
+    if order == "fro":
+        order = 2.0
+    if isinstance(order, str):
+        raise Unsupported(f"the {order!r} matrix norm")
+    return convert_vector_norm(cx, input, order, dim, keepdim)
+
+
 # -- reductions ------------------------------------------------------------------------------
 
 
@@ -625,18 +654,19 @@ def convert_interpolate(
     recompute_scale_factor: Any = None,
     antialias: Any = False,
 ) -> Value:
-    """``F.interpolate``."""
-    sizes = cx.static(size, "size")
+    """``F.interpolate``; a size the graph computes (``x.shape[-2:]``) is a ``pack`` input."""
+    static_size, packed = (None, None) if size is None else cx.sized(size, "size")
     scale = cx.static(scale_factor, "scale_factor")
     attrs = {
-        "size": None if sizes is None else cx.ints(sizes, "size"),
+        "size": static_size,
         "scale_factor": tuple(scale) if isinstance(scale, list) else scale,
         "mode": str(cx.static(mode, "mode")),
         "align_corners": cx.static(align_corners, "align_corners"),
         "recompute_scale_factor": cx.static(recompute_scale_factor, "recompute_scale_factor"),
         "antialias": bool(cx.static(antialias, "antialias")),
     }
-    return cx.out("interpolate", [cx.value(input)], attrs)
+    extra = [packed] if packed is not None else []
+    return cx.out("interpolate", [cx.value(input), *extra], attrs)
 
 
 @function(F.pad, torch.constant_pad_nd)
@@ -647,12 +677,25 @@ def convert_pad(
     if isinstance(mode, int | float) and not isinstance(mode, bool):  # constant_pad_nd(x, pad, v)
         mode, value = "constant", mode
     fill = cx.static(value, "value")
+    widths, packed = cx.sized(pad, "pad")
     attrs = {
-        "pad": cx.ints(pad, "pad"),
+        "pad": widths,
         "mode": str(cx.static(mode, "mode")),
         "value": None if fill is None else float(fill),
     }
-    return cx.out("pad", [cx.value(input)], attrs)
+    extra = [packed] if packed is not None else []
+    return cx.out("pad", [cx.value(input), *extra], attrs)
+
+
+@method("unfold")
+def convert_unfold(cx: NodeContext, input: Any, dimension: Any, size: Any, step: Any) -> Value:
+    """``x.unfold(dimension, size, step)``: sliding windows in a new last dim."""
+    attrs = {
+        "dimension": int(cx.static(dimension, "dimension")),
+        "size": int(cx.static(size, "size")),
+        "step": int(cx.static(step, "step")),
+    }
+    return cx.out("unfold", [cx.value(input)], attrs)
 
 
 # -- shapes ----------------------------------------------------------------------------------
@@ -1019,6 +1062,31 @@ def factory(fill: float | None) -> Any:
         return full_node(cx, *_size_and_fill(fill, args, kwargs))
 
     return handler
+
+
+@function(torch.arange)
+def convert_arange(cx: NodeContext, *args: Any, **kwargs: Any) -> Value:
+    """``torch.arange`` with a bound the graph computes (a known one folds to a constant).
+
+    The result takes the device of the tensor the first computed bound was read from.
+    """
+    for unused in ("out", "layout", "pin_memory", "requires_grad"):
+        if kwargs.get(unused) not in (None, False):
+            raise Unsupported(f"arange with {unused}=")
+    bounds = list(args) + [kwargs[k] for k in ("start", "end", "step") if k in kwargs]
+    if len(bounds) == 1:
+        bounds = [0, bounds[0]]
+    if len(bounds) == 2:
+        bounds.append(1)
+    if len(bounds) != 3:
+        raise Unsupported(f"arange with {len(bounds)} bounds")
+    template = tuple(None if isinstance(b, Value) else cx.static(b, "arange bound") for b in bounds)
+    dynamic = [b for b in bounds if isinstance(b, Value)]
+    like = next((s for s in map(shape_source, dynamic) if s is not None), None)
+    if like is None:
+        raise Unsupported("arange whose bounds are not read from a tensor's shape")
+    attrs = {"values": template, "dtype": cx.dtype(cx.result.dtype)}
+    return cx.out("arange", [like, *dynamic], attrs)
 
 
 function(torch.zeros, torch.empty)(factory(0.0))

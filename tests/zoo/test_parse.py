@@ -1,5 +1,7 @@
 """Every torchvision classifier (and a BERT encoder) parses, runs and matches the original.
 
+(The whole job, compile to ORT, is tests/zoo/test_zoo.py.)
+
 A handful of models run by default; the whole list runs with ``pytest -m slow``.
 Inputs are as small as each architecture allows, so the sweep stays a CPU job.
 """
@@ -15,6 +17,7 @@ from torch import nn
 from acekit.ir import Graph
 from acekit_fx import FxParser
 from tests.fx_support import assert_matches
+from tests.zoo.torchvision_models import image_size, randomise
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -31,32 +34,14 @@ MODELS = torchvision.models.list_models(module=torchvision.models)
 def build(name: str) -> tuple[nn.Module, torch.Tensor]:
     """The model with random weights, and an input as small as it accepts."""
     kwargs: dict[str, object] = {}
-    size = 64
+    size = image_size(name)
     if name.startswith("vit_"):
-        patch = int(name.rsplit("_", 1)[1])
-        kwargs["image_size"] = size = 2 * patch  # 2x2 patches: same graph, tiny tensors
-    elif name == "maxvit_t":
-        size = 224  # its window partitions are built for 224x224 inputs
-    elif name == "inception_v3":
-        size = 80  # its stem needs at least 75x75
+        kwargs["image_size"] = size
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # googlenet/inception warn about their init
         model = torchvision.models.get_model(name, **kwargs)
-    randomise(model)
-    return model.eval(), torch.randn(2, 3, size, size)
-
-
-@torch.no_grad()
-def randomise(model: nn.Module) -> None:
-    """Weights that make every op count: no all-zero heads, no default BN statistics."""
-    for param in model.parameters():
-        if not param.any():  # ViT's head and class token start at zero
-            param.normal_(0.0, 0.02)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
+    return randomise(model).eval(), torch.randn(2, 3, size, size)
 
 
 def check(model: nn.Module, x: torch.Tensor) -> Graph:
