@@ -26,12 +26,19 @@ class OpRule:
         weight_axis: The weight's output-channel axis (the per-channel axis).
         output: Whether the op's output is quantized too. Runtimes that fuse
             ``DQ -> op -> Q`` into one integer kernel need it.
+        epilogue_of: Ops into whose epilogue the runtime fuses this op (TensorRT fuses a
+            residual Add into the conv that computes one of its inputs). Of the inputs in
+            ``activations``, the one such an op produces (directly or through
+            ``absorbed`` ops; the deepest, when several do) stays float so the fusion
+            happens, and the others are quantized. An op none of whose inputs comes
+            from such an op is not a residual and stays float.
     """
 
     activations: tuple[int, ...] = (0,)
     weight: int | None = None
     weight_axis: int = 0
     output: bool = False
+    epilogue_of: frozenset[str] = frozenset()
 
     @property
     def weighted(self) -> bool:
