@@ -27,7 +27,12 @@ from acekit.runtime.codegen import to_module
 from acekit.runtime.fake_quant import clamp_weights
 from acekit_onnxruntime.export import fold_weight_quantization
 from acekit_tensorrt.int4 import to_int4
-from acekit_tensorrt.qdq import drop_activation_clamps, inline_identities, to_fp8
+from acekit_tensorrt.qdq import (
+    drop_activation_clamps,
+    fold_weight_transposes,
+    inline_identities,
+    to_fp8,
+)
 from acekit_tensorrt.rules import check_options
 
 #: The opset the graph is lowered at; FP8/INT4 models are converted up from it.
@@ -42,7 +47,8 @@ def export_onnx(graph: Graph, path: str | os.PathLike[str], options: Mapping[str
     model = lower(graph, min(opset, LOWERING_OPSET))
     inline_identities(model)
     dropped = drop_activation_clamps(model)
-    log.debug(f"TensorRT export: removed {dropped} activation clamps")
+    transposed = fold_weight_transposes(model)
+    log.debug(f"TensorRT export: removed {dropped} activation clamps, {transposed} transposes")
     if opset > LOWERING_OPSET:
         model = onnx.version_converter.convert_version(model, opset)
     if mode == "fp8":

@@ -151,3 +151,60 @@ def to_fp8(model: onnx.ModelProto) -> int:
     # The exporter recorded the quantized tensors as int8; shape inference redoes them.
     del model.graph.value_info[:]
     return changed
+
+
+def fold_weight_transposes(model: onnx.ModelProto) -> int:
+    """Store 2-D weights pre-transposed: ``Q(W) -> DQ -> Transpose`` becomes ``Q(W.T) -> DQ``.
+
+    torch exports a Linear on 3-D inputs as ``MatMul(x, Transpose(W))``; TensorRT (like
+    ModelOpt's output) wants the DequantizeLinear directly on the MatMul's weight input.
+    Only pairs read by nothing but the Transpose are changed. Returns how many.
+    """
+    initializers = _initializers(model)
+    producers = _producers(model)
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    dead: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        if node.op_type != "Transpose" or _perm(node) != [1, 0]:
+            continue
+        dq = producers.get(node.input[0])
+        q = producers.get(dq.input[0]) if dq is not None else None
+        if dq is None or dq.op_type != "DequantizeLinear" or q is None:
+            continue
+        if q.op_type != "QuantizeLinear" or q.input[0] not in initializers:
+            continue
+        if readers.get(dq.output[0]) != 1 or readers.get(q.output[0]) != 1:
+            continue
+        if readers.get(q.input[0]) != 1:
+            continue
+        weight = initializers[q.input[0]]
+        array = numpy_helper.to_array(weight)
+        if array.ndim != 2:
+            continue
+        weight.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array.T), weight.name))
+        for quantizer in (q, dq):
+            _flip_axis(quantizer)
+        _rename_uses(model, node.output[0], dq.output[0])
+        dead.append(node)
+    _remove(model, dead)
+    if dead:
+        del model.graph.value_info[:]  # the weights' recorded shapes changed
+    return len(dead)
+
+
+def _perm(node: onnx.NodeProto) -> list[int] | None:
+    for attribute in node.attribute:
+        if attribute.name == "perm":
+            return list(attribute.ints)
+    return None
+
+
+def _flip_axis(node: onnx.NodeProto) -> None:
+    """Set a 2-D quantizer's ``axis`` to the other dimension (it defaults to 1)."""
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+    kept = [a for a in node.attribute if a.name != "axis"]
+    del node.attribute[:]
+    node.attribute.extend([*kept, helper.make_attribute("axis", 1 - (axis % 2))])
