@@ -21,8 +21,8 @@ quantization"). Its rules, and where each comes from:
   fused. Adds of transformer residual streams stay float.
 * Biases stay float (TensorRT adds them in the conv epilogue; ModelOpt sets
   ``QuantizeBias=False``).
-* Max/average pooling after a conv is part of the conv's fusion: its output is
-  quantized for the next conv by that conv's input rule, not around the pool.
+* Max pooling and the classifier's global average pool take quantized inputs (they run
+  in INT8), as ModelOpt quantizes them; the conv after a pool quantizes its output.
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ _INT8_OPS: Mapping[str, OpRule] = {
     "linear": _LINEAR,
     "matmul": OpRule(activations=(0, 1)),
     "add": OpRule(activations=(0, 1), epilogue_of=_EPILOGUE_OPS),
+    # Max pooling takes a quantized input (TensorRT runs it in INT8 and fuses it after
+    # the conv), as ModelOpt places it; the conv after it quantizes the pool's output.
+    "max_pool1d": OpRule(activations=(0,)),
+    "max_pool2d": OpRule(activations=(0,)),
     # The classifier's global pool: quantized at its input so that the pool and the
     # Gemm after it run in INT8 (ModelOpt quantizes GlobalAveragePool the same way).
     "adaptive_avg_pool2d": OpRule(activations=(0,)),
