@@ -483,6 +483,9 @@ def _check_target(_inst: object, attr: attrs.Attribute[Any], value: object) -> N
     installed = _installed_targets()
     if value in installed:
         return
+    disabled = _disabled_target_hint(value)
+    if disabled:
+        raise SettingsError(f"{value!r} {disabled}", key=attr.name)
     if not installed:
         raise SettingsError(
             f"{value!r} is not an installed target, and no target plugin is installed "
@@ -496,6 +499,33 @@ def _check_target(_inst: object, attr: attrs.Attribute[Any], value: object) -> N
         f"{value!r} is not an installed target.{hint} Installed targets: {listing}",
         key=attr.name,
     )
+
+
+def _disabled_target_hint(name: str) -> str:
+    """How target ``name`` may be disabled by ``ACEKIT_DISABLE_PLUGINS`` (``""``: it is not)."""
+    from acekit.quant.targets import disabled_hint
+
+    return disabled_hint(name)
+
+
+def _validated_target_options(target: str, options: Mapping[str, Scalar]) -> None:
+    """Check ``options`` with the installed target ``target``'s own validation.
+
+    Skipped when ``target`` is not in the plugin registry (tests that replace
+    :func:`_installed_targets` name targets that no plugin registered).
+    """
+    from acekit.plugin import get_registry
+    from acekit.quant.options import TargetOptionError
+    from acekit.quant.targets import validate_target_options
+
+    registered = get_registry().targets.get(target)
+    if registered is None:
+        return
+    try:
+        validate_target_options(registered, options)
+    except TargetOptionError as error:
+        key = "target_options" + (f".{error.option}" if error.option is not None else "")
+        raise SettingsError(f"{error.message} (target {target!r})", key=key) from None
 
 
 def _to_target_options(value: object) -> FrozenMap[str, Scalar]:
@@ -531,7 +561,7 @@ class DeploymentSettings:
             the error for an unknown name lists the installed ones.
         target_options: Options passed to the target plugin, a mapping of names to
             booleans, integers, finite numbers or strings; the target defines which it
-            reads.
+            reads and checks them here (unknown names, types, ranges).
     """
 
     TITLE: ClassVar[str] = "Deployment Settings"
@@ -540,6 +570,10 @@ class DeploymentSettings:
     target_options: Mapping[str, Scalar] = attrs.field(
         factory=FrozenMap, converter=_to_target_options
     )
+
+    def __attrs_post_init__(self) -> None:
+        # The target knows its options: a wrong one fails here, not inside an export.
+        _validated_target_options(self.target_framework, self.target_options)
 
 
 def _to_layers(value: object) -> FrozenMap[str, LayerQuantizationSettings]:

@@ -38,6 +38,8 @@ def fake_targets(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Pin the installed targets so these tests never depend on the plugins present."""
     targets = dict(FAKE_TARGETS)
     monkeypatch.setattr(settings_module, "_installed_targets", lambda: targets)
+    # The fakes accept any options (the real targets' checks have tests of their own).
+    monkeypatch.setattr(settings_module, "_validated_target_options", lambda *_: None)
     return targets
 
 

@@ -24,6 +24,19 @@ def _ints(values: Sequence[int] | None) -> tuple[int, ...] | None:
     return None if values is None else tuple(int(v) for v in values)
 
 
+def _integer_range(bits: int, signed: bool, symmetric: bool) -> tuple[int, int]:
+    # Imported here: acekit.quant imports this module (the IR is the lower floor).
+    from acekit.quant.qmath import integer_range
+
+    return integer_range(bits, signed=signed, symmetric=symmetric)
+
+
+def _symmetric_zero_point(bits: int, signed: bool) -> int:
+    from acekit.quant.qmath import symmetric_zero_point
+
+    return symmetric_zero_point(bits, signed=signed)
+
+
 @attrs.frozen
 class QuantSpec:
     """How one tensor edge is quantized.
@@ -51,16 +64,13 @@ class QuantSpec:
 
     @property
     def qmin(self) -> int:
-        """Smallest integer of the quantized range."""
-        if self.signed:
-            # Symmetric signed ranges drop -2^(b-1) so that +x and -x stay exact.
-            return -(2 ** (self.bits - 1)) + (1 if self.symmetric else 0)
-        return 0
+        """Smallest integer of the quantized range (:func:`acekit.quant.qmath.integer_range`)."""
+        return _integer_range(self.bits, self.signed, self.symmetric)[0]
 
     @property
     def qmax(self) -> int:
         """Largest integer of the quantized range."""
-        return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
+        return _integer_range(self.bits, self.signed, self.symmetric)[1]
 
     @property
     def is_calibrated(self) -> bool:
@@ -94,10 +104,12 @@ class QuantSpec:
                 found.append(f"{len(self.scale)} scales given, {expected} expected")
             if self.zero_point is None or len(self.zero_point) != len(self.scale):
                 found.append("zero_point must have one entry per scale")
+            elif not 1 < self.bits <= 16:
+                pass  # no integer range to check the zero points against
             elif any(not self.qmin <= z <= self.qmax for z in self.zero_point):
                 found.append(f"zero_point outside [{self.qmin}, {self.qmax}]")
             elif self.symmetric and any(
-                z != (0 if self.signed else 2 ** (self.bits - 1)) for z in self.zero_point
+                z != _symmetric_zero_point(self.bits, self.signed) for z in self.zero_point
             ):
                 found.append("a symmetric spec has its zero_point at the middle of the range")
         elif self.zero_point is not None:

@@ -24,7 +24,7 @@ from acekit.plugin import plugin_versions
 from acekit.quant.context import QuantContext, use_context
 from acekit.quant.data import CalibrationData, Select
 from acekit.quant.layers import check_layer_keys
-from acekit.quant.targets import resolve_target, target_rules
+from acekit.quant.targets import resolve_target, target_rules, validate_target_options
 from acekit.runtime.distributed import check_process_group
 from acekit.runtime.quantized import CompileReport, QuantizedModule
 from acekit.runtime.shapes import fill_unknown_types
@@ -103,7 +103,9 @@ def quantize_parsed(
     if settings.distributed.multi_gpu:
         check_process_group()
     target = resolve_target(settings.deployment.target_framework)
-    rules = target_rules(target, dict(settings.deployment.target_options))
+    rules = target_rules(
+        target, validate_target_options(target, settings.deployment.target_options)
+    )
     steps = (
         pipeline
         if isinstance(pipeline, Pipeline)
@@ -129,7 +131,7 @@ def quantize_parsed(
         graph = result.graph
         fill_unknown_types(graph, example_inputs)
         learnable = settings.quantization.quantization_algorithm is QuantizationAlgorithm.QAT
-        module = QuantizedModule(graph, settings, learnable_scales=learnable)
+        module = QuantizedModule(graph, settings, learnable_scales=learnable, rules=rules)
         _log_processed(graph)
         module.report = CompileReport(
             pipeline=steps.spec(),

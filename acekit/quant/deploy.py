@@ -13,7 +13,7 @@ import torch
 
 from acekit.ir.graph import Graph, Node, Value
 from acekit.ir.serialize import graph_from_dict, graph_to_dict
-from acekit.runtime.kernels import fold_bn_weight
+from acekit.quant import qmath
 
 #: Ops that disappear into the op producing their input when the graph is deployed.
 FOLDED_AT_DEPLOYMENT = frozenset({"qat_batch_norm"})
@@ -57,10 +57,8 @@ def _fold(graph: Graph, bn: Node) -> None:
     eps = float(bn.attrs.get("eps", 1e-5))
     weight = _tensor(graph, fold_node.inputs[0])
     with torch.no_grad():
-        new_weight = fold_bn_weight(weight, gamma, var, eps=eps)
-        scale = gamma / torch.sqrt(var + eps)
-        base = conv_bias if conv_bias is not None else torch.zeros_like(mean)
-        new_bias = (base - mean) * scale + beta
+        new_weight = qmath.fold_bn_weight(weight, gamma, var, eps)
+        new_bias = qmath.fold_bn_bias(conv_bias, gamma, beta, mean, var, eps)
     name = conv.name
     weight_value = graph.add_parameter(
         f"{name}.deployed_weight", new_weight.contiguous(), subgraph=conv.subgraph

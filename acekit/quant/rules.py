@@ -26,6 +26,8 @@ class OpRule:
         weight_axis: The weight's output-channel axis (the per-channel axis).
         output: Whether the op's output is quantized too. Runtimes that fuse
             ``DQ -> op -> Q`` into one integer kernel need it.
+        bias: Index of the bias input added to the accumulator of input x weight, when
+            the rules' ``bias_bits`` quantize it (conv and linear: 2).
         epilogue_of: Ops into whose epilogue the runtime fuses this op (TensorRT fuses a
             residual Add into the conv that computes one of its inputs). Of the inputs in
             ``activations``, the one such an op produces (directly or through
@@ -38,6 +40,7 @@ class OpRule:
     weight: int | None = None
     weight_axis: int = 0
     output: bool = False
+    bias: int | None = None
     epilogue_of: frozenset[str] = frozenset()
 
     @property
@@ -65,6 +68,15 @@ class QuantRules:
             moves Q/DQ pairs (max pooling, reshape, transpose): an activation they
             produce is quantized at their input instead, so one scale serves both
             sides and the op runs on integers.
+        bias_bits: Width of the integer bias the runtime adds to the accumulator of a
+            layer whose input and weight are both quantized (32 for ONNX Runtime's
+            ``QLinearConv``): the bias is rounded to the grid of ``s_input * s_weight``
+            in the simulation and stored so in the export. ``None`` keeps biases float.
+        bias_scale_through: Ops (IR names) through which the runtime finds a layer's
+            input scale for its bias: value-moving ops between the quantized tensor and
+            the layer (reshape, transpose, max pooling).
+        storage_bits: Integer container widths the deployed file stores: a narrower
+            quantized tensor (4-bit weights) is stored in the smallest one that holds it.
         reason: One line saying why this scheme, printed in the run log.
     """
 
@@ -75,12 +87,30 @@ class QuantRules:
     weight_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
     absorbed: frozenset[str] = frozenset()
     passthrough: frozenset[str] = frozenset()
+    bias_bits: int | None = None
+    bias_scale_through: frozenset[str] = frozenset()
+    storage_bits: tuple[int, ...] = (8,)
     reason: str = ""
 
     def activation_spec(self, bits: int | None = None) -> QuantSpec:
         """The activation template, with ``bits`` when given."""
         spec = self.activation
         return spec if bits is None else attrs.evolve(spec, bits=bits)
+
+    def storage_range(self, bits: int, signed: bool) -> tuple[int, int]:
+        """The integer range of the container a ``bits``-wide tensor is stored in.
+
+        Raises ``ValueError`` when no container of :attr:`storage_bits` holds it.
+        """
+        from acekit.quant.qmath import integer_range
+
+        fitting = [width for width in sorted(self.storage_bits) if width >= bits]
+        if not fitting:
+            raise ValueError(
+                f"a {bits}-bit tensor fits no storage width of this target "
+                f"({', '.join(map(str, self.storage_bits))})"
+            )
+        return integer_range(fitting[0], signed=signed)
 
     def weight_spec(self, axis: int | None, bits: int | None = None) -> QuantSpec:
         """The weight template per channel along ``axis`` (per tensor for ``None``)."""

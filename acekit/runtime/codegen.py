@@ -22,6 +22,7 @@ import torch.fx
 from torch import nn
 
 from acekit.ir.graph import Graph, Node, Value
+from acekit.quant.rules import QuantRules
 from acekit.runtime.fake_quant import fake_quantize, quantize_bias
 from acekit.runtime.registry import get_kernel
 
@@ -40,6 +41,7 @@ def to_module(
     quantize: bool = False,
     learnable_scales: bool = False,
     taps: Mapping[str, nn.Module] | None = None,
+    rules: QuantRules | None = None,
 ) -> torch.fx.GraphModule:
     """A torch module that computes ``graph``.
 
@@ -56,31 +58,20 @@ def to_module(
 
     ``taps`` maps value names to modules called on the value where it is produced (its
     readers get what the tap returns): calibration observes tensors this way.
+
+    ``rules`` are the target's: where they set ``bias_bits``, the bias of an op whose
+    rule names a ``bias`` input is rounded to the integer grid of ``s_input *
+    s_weight`` (as the runtime adds it to its accumulator), and quantized values are
+    exported in the containers of ``storage_bits``. Without rules biases stay float.
     """
-    builder = _Builder(graph, quantize=quantize, learnable_scales=learnable_scales, taps=taps)
+    builder = _Builder(
+        graph, quantize=quantize, learnable_scales=learnable_scales, taps=taps, rules=rules
+    )
     return builder.build()
 
 
 #: The submodule of a generated module that holds the quantizers' scales.
 QUANTIZERS = "quantizers"
-#: Ops whose third input is a bias added to the int32 accumulator of input x weight.
-BIASED_OPS = frozenset({"conv1d", "conv2d", "conv3d", "linear"})
-#: Ops that move or select values without changing them: a quantized tensor stays on
-#: its integer grid through them.
-VALUE_MOVING_OPS = frozenset(
-    {
-        "max_pool1d",
-        "max_pool2d",
-        "reshape",
-        "flatten",
-        "unflatten",
-        "permute",
-        "transpose",
-        "contiguous",
-        "squeeze",
-        "unsqueeze",
-    }
-)
 #: The submodule of a generated module that holds the taps.
 TAPS = "taps"
 
@@ -100,8 +91,10 @@ class _Builder:
         quantize: bool,
         learnable_scales: bool,
         taps: Mapping[str, nn.Module] | None,
+        rules: QuantRules | None,
     ) -> None:
         self.graph = graph
+        self.rules = rules
         self.taps = dict(taps or {})
         self.quantize = quantize
         self.learnable_scales = learnable_scales
@@ -170,8 +163,9 @@ class _Builder:
         except KeyError as error:
             raise CodegenError(f"cannot generate {node.describe()}: {error}") from None
         args = tuple(self._read(value, node) for value in node.inputs)
-        if node.op in BIASED_OPS and len(node.inputs) > 2:
-            args = self._quantized_bias(node, args)
+        bias = self._bias_index(node)
+        if bias is not None:
+            args = self._quantized_bias(node, args, bias)
         kwargs = dict(node.attrs)
         if kernel.uses_training and kwargs.get("training") is None:
             kwargs["training"] = self._training_flag()
@@ -223,6 +217,9 @@ class _Builder:
         holder.register_buffer("zero_point", zero_point)
         scale_node = self.fx.get_attr(f"{QUANTIZERS}.{key}.scale")
         self.scales[id(value)] = scale_node
+        kwargs: dict[str, Any] = {"qmin": spec.qmin, "qmax": spec.qmax, "axis": spec.axis}
+        if self.rules is not None:
+            kwargs["storage"] = self.rules.storage_range(spec.bits, spec.signed)
         return self.fx.call_function(
             fake_quantize,
             (
@@ -230,30 +227,46 @@ class _Builder:
                 scale_node,
                 self.fx.get_attr(f"{QUANTIZERS}.{key}.zero_point"),
             ),
-            {"qmin": spec.qmin, "qmax": spec.qmax, "axis": spec.axis},
+            kwargs,
             name=f"{key}_fq",
         )
 
-    def _quantized_bias(self, node: Node, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        """Round the bias to the int32 grid of ``s_input * s_weight`` when both quantize.
+    def _bias_index(self, node: Node) -> int | None:
+        """The input of ``node`` the rules call its bias, when they quantize biases."""
+        if self.rules is None or self.rules.bias_bits is None:
+            return None
+        rule = self.rules.ops.get(node.op)
+        if rule is None or rule.bias is None or rule.weight is None:
+            return None
+        return rule.bias if rule.bias < len(node.inputs) else None
 
-        Integer runtimes add the bias to the int32 accumulator; simulating that rounding
+    def _quantized_bias(self, node: Node, args: tuple[Any, ...], index: int) -> tuple[Any, ...]:
+        """Round the bias to the integer grid of ``s_input * s_weight`` when both quantize.
+
+        Integer runtimes add the bias to their accumulator; simulating that rounding
         keeps ``qm(x)`` and the deployed model in step.
         """
-        s_input = self._scale_of(node.inputs[0])
-        s_weight = self.scales.get(id(node.inputs[1]))
-        if s_input is None or s_weight is None:
+        assert self.rules is not None and self.rules.bias_bits is not None
+        rule = self.rules.ops[node.op]
+        assert rule.weight is not None
+        s_input = self._scale_of(node.inputs[rule.activations[0]])
+        s_weight = self.scales.get(id(node.inputs[rule.weight]))
+        if s_input is None or s_weight is None or args[index] is None:
             return args
         bias = self.fx.call_function(
-            quantize_bias, (args[2], s_input, s_weight), name=f"{_fx_name(node.name)}_bias_q"
+            quantize_bias,
+            (args[index], s_input, s_weight),
+            {"bits": self.rules.bias_bits},
+            name=f"{_fx_name(node.name)}_bias_q",
         )
-        return (*args[:2], bias, *args[3:])
+        return (*args[:index], bias, *args[index + 1 :])
 
     def _scale_of(self, value: Value) -> torch.fx.Node | None:
-        """The quantization scale ``value`` carries, looking through value-moving ops."""
+        """The quantization scale ``value`` carries, looking through the rules' ops."""
+        through = self.rules.bias_scale_through if self.rules is not None else frozenset()
         while id(value) not in self.scales:
             producer = value.producer
-            if producer is None or producer.op not in VALUE_MOVING_OPS or not producer.inputs:
+            if producer is None or producer.op not in through or not producer.inputs:
                 return None
             value = producer.inputs[0]
         return self.scales[id(value)]

@@ -2,8 +2,8 @@
 
 This is how a quantized graph runs in torch. The same call serves three uses:
 
-* inference and fixed-scale training: rounding as ONNX Runtime's QuantizeLinear does
-  it (division by the scale), with a straight-through estimator so weights still train;
+* inference and fixed-scale training: rounding as ONNX's QuantizeLinear does it
+  (:mod:`acekit.quant.qmath`), with a straight-through estimator so weights still train;
 * quantization-aware training with learnable scales: torch's LSQ kernels
   (``_fake_quantize_learnable_*``, Esser et al. 2020), whose scale gradient is
   normalised by ``1 / sqrt(numel * qmax)`` as the paper recommends;
@@ -14,10 +14,11 @@ This is how a quantized graph runs in torch. The same call serves three uses:
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
+
+from acekit.quant import qmath
 
 
 def fake_quantize(
@@ -28,14 +29,17 @@ def fake_quantize(
     qmin: int,
     qmax: int,
     axis: int | None = None,
+    storage: tuple[int, int] | None = None,
 ) -> Tensor:
     """``input`` quantized to ``[qmin, qmax]`` with ``scale``/``zero_point`` and dequantized.
 
     ``axis`` selects per-channel quantization (``scale`` has one entry per channel).
     When ``scale`` requires grad (QAT), the LSQ kernels also train the scale.
+    ``storage`` is the integer range of the container the export writes (the target's
+    ``storage_bits``; by default the 8-bit one of the same signedness).
     """
     if torch.onnx.is_in_onnx_export():
-        return _for_export(input, scale, zero_point, qmin, qmax, axis)
+        return _for_export(input, scale, zero_point, qmin, qmax, axis, storage)
     dtype = input.dtype
     x = input if dtype == torch.float32 else input.float()
     zp = zero_point.to(torch.int32)
@@ -51,80 +55,55 @@ def fake_quantize(
                 x, scale, zp_float, axis % x.dim(), qmin, qmax, factor
             )
     else:
-        out = _fake_quantize_exact(x, scale, zp, qmin, qmax, axis)
+        # Division by the scale, as QuantizeLinear rounds (see acekit.quant.qmath).
+        out = qmath.fake_quantize_exact(x, scale, zp, qmin, qmax, axis)
     return out if dtype == torch.float32 else out.to(dtype)
 
 
-def _fake_quantize_exact(
-    x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, axis: int | None
-) -> Tensor:
-    # ONNX Runtime's QuantizeLinear divides by the scale; torch's fused kernels multiply
-    # by its reciprocal, which rounds differently on about 4 % of exact .5 ties. Dividing
-    # here keeps qm(x) equal to the deployed model. Rounding passes gradients straight
-    # through; the clamp masks them outside the range, as the fused kernels do.
-    if axis is not None:
-        shape = [1] * x.dim()
-        shape[axis % x.dim()] = -1
-        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
-    zp = zero_point.to(x.dtype)
-    scaled = x / scale
-    q = torch.clamp(scaled + (torch.round(scaled) - scaled).detach() + zp, qmin, qmax)
-    return (q - zp) * scale
-
-
-def quantize_bias(bias: Tensor | None, input_scale: Tensor, weight_scale: Tensor) -> Tensor | None:
-    """``bias`` rounded to the int32 grid of ``input_scale * weight_scale`` (per channel).
+def quantize_bias(
+    bias: Tensor | None, input_scale: Tensor, weight_scale: Tensor, *, bits: int = 32
+) -> Tensor | None:
+    """``bias`` rounded to the ``bits``-bit grid of ``input_scale * weight_scale``.
 
     Gradients pass straight through; the scales get none from here. In ONNX export the
-    float bias is left as it is: the exporter quantizes it to int32 itself.
+    float bias is left as it is: the export quantizes it itself (the target's rules).
     """
     if bias is None or torch.onnx.is_in_onnx_export():
         return bias
-    step = (input_scale.detach().reshape(()) * weight_scale.detach().reshape(-1)).to(bias.dtype)
-    rounded = torch.round(bias / step).clamp(-(2**31), 2**31 - 1) * step
-    return bias + (rounded - bias).detach()
+    return qmath.round_bias(bias, input_scale, weight_scale, bits)
 
 
-def clamp_weights(tensors: dict[str, Tensor], specs: dict[str, Any]) -> None:
-    """Clamp each weight in ``tensors`` to its spec's integer range (``ref -> spec``).
-
-    Replaces the dict entries with clamped copies; the tensors themselves are untouched.
-    """
-    for ref, spec in specs.items():
-        weight = tensors[ref]
-        scale = torch.tensor(spec.scale, dtype=weight.dtype)
-        zero = torch.tensor(spec.zero_point, dtype=weight.dtype)
-        if spec.axis is not None:
-            shape = [1] * weight.dim()
-            shape[spec.axis % weight.dim()] = -1
-            scale, zero = scale.reshape(shape), zero.reshape(shape)
-        low, high = (spec.qmin - zero) * scale, (spec.qmax - zero) * scale
-        tensors[ref] = torch.minimum(torch.maximum(weight, low), high)
+#: Integer ranges torch's ONNX exporter writes ``fake_quantize_*`` as QDQ for.
+_EXPORTABLE = ((0, 255), (-128, 127))
 
 
 def _for_export(
-    input: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, axis: int | None
+    input: Tensor,
+    scale: Tensor,
+    zero_point: Tensor,
+    qmin: int,
+    qmax: int,
+    axis: int | None,
+    storage: tuple[int, int] | None,
 ) -> Tensor:
-    # The exporter knows the full 8-bit ranges only. A narrower range ([-127, 127] of
-    # symmetric weights, 4-bit weights in an int8 container) is kept by clamping to it
-    # first: scales learned in QAT can put values beyond it. Exporters clamp weights
-    # (parameters) in their copy of the graph beforehand (clamp_weights), so the
-    # integer initializer holds the clamped values; full-range activations need none.
-    low, high = (0, 255) if qmin >= 0 else (-128, 127)
+    # A range narrower than the container ([-127, 127] of symmetric weights, 4-bit
+    # weights in an int8 container) is kept by clamping to it first: scales learned in
+    # QAT can put values beyond it. Exports clamp weights (parameters) in their copy of
+    # the graph beforehand, so the integer initializer holds the clamped values.
+    low, high = storage if storage is not None else qmath.integer_range(8, signed=qmin < 0)
+    if (low, high) not in _EXPORTABLE:
+        raise ValueError(
+            f"torch's ONNX exporter writes 8-bit QDQ only; a [{low}, {high}] container "
+            "needs an export of the target's own"
+        )
     if qmax > high or qmin < low:
-        raise ValueError(f"cannot export a [{qmin}, {qmax}] quantizer as 8-bit QDQ")
-    scale = scale.detach().float()
+        raise ValueError(f"cannot store a [{qmin}, {qmax}] quantizer in a [{low}, {high}] QDQ")
+    step = scale.detach().float()
     zp = zero_point.detach().to(torch.int32)
-    if axis is not None:
-        shape = [1] * input.dim()
-        shape[axis % input.dim()] = -1
-        step, offset = scale.reshape(shape), zp.reshape(shape).float()
-    else:
-        step, offset = scale.reshape(()), zp.reshape(()).float()
     if (qmin, qmax) != (low, high) and not isinstance(input, torch.nn.Parameter):
-        input = torch.minimum(torch.maximum(input, (qmin - offset) * step), (qmax - offset) * step)
+        input = qmath.clamp_to_range(input, step, zp.float(), qmin, qmax, axis)
     if axis is None:
         return torch.fake_quantize_per_tensor_affine(
-            input, scale.reshape(()), zp.reshape(()), low, high
+            input, step.reshape(()), zp.reshape(()), low, high
         )
-    return torch.fake_quantize_per_channel_affine(input, scale, zp, axis % input.dim(), low, high)
+    return torch.fake_quantize_per_channel_affine(input, step, zp, axis % input.dim(), low, high)

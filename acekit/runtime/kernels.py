@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from acekit.ir.tensor_type import dtype_from_name
+from acekit.quant import qmath
 from acekit.runtime.registry import KernelTable, register_kernel
 
 #: Every registered kernel by op name (a live view: plugin kernels appear too).
@@ -440,17 +441,12 @@ def batch_norm(
     )
 
 
-def _bn_scale(bn_weight: Tensor, running_var: Tensor, eps: float) -> Tensor:
-    return bn_weight / torch.sqrt(running_var + eps)
-
-
 @register_kernel("fold_bn_weight")
 def fold_bn_weight(
     weight: Tensor, bn_weight: Tensor, running_var: Tensor, *, eps: float = 1e-5
 ) -> Tensor:
     """``weight`` with the BatchNorm scale ``gamma / sqrt(var + eps)`` folded in."""
-    scale = _bn_scale(bn_weight, running_var, eps)
-    return weight * scale.reshape(-1, *[1] * (weight.dim() - 1))
+    return qmath.fold_bn_weight(weight, bn_weight, running_var, eps)
 
 
 @register_kernel("qat_batch_norm", uses_training=True)
@@ -470,13 +466,11 @@ def qat_batch_norm(
 ) -> Tensor:
     """BatchNorm after a conv with a folded weight (see the op's schema)."""
     shape = [1, -1, *[1] * (input.dim() - 2)]
-    scale = _bn_scale(weight, running_var, eps)
     if not (training and int(steps) < freeze_after):
         # Running statistics: the pair is the folded conv, whose bias this adds.
-        shift = bias - running_mean * scale
-        if conv_bias is not None:
-            shift = shift + conv_bias * scale
+        shift = qmath.fold_bn_bias(conv_bias, weight, bias, running_mean, running_var, eps)
         return input + shift.reshape(shape)
+    scale = qmath.bn_scale(weight, running_var, eps)
     steps.add_(1)
     unscaled = input / scale.reshape(shape)
     if conv_bias is not None:

@@ -25,6 +25,7 @@ from acekit.logging import get_logger
 from acekit.runtime.codegen import QUANTIZERS, to_module
 
 if TYPE_CHECKING:
+    from acekit.quant.rules import QuantRules
     from acekit.settings import Settings
 
 log = get_logger(__name__)
@@ -68,14 +69,26 @@ class QuantizedModule(nn.Module):
         graph: The quantized graph (specs with scales on every quantized tensor).
         settings: The settings it was compiled with.
         learnable_scales: Whether the quantizers' scales train (QAT).
+        rules: The target's quantization rules the simulation follows (bias rounding,
+            storage); asked of the settings' target when not given.
     """
 
-    def __init__(self, graph: Graph, settings: Settings, *, learnable_scales: bool = False) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        settings: Settings,
+        *,
+        learnable_scales: bool = False,
+        rules: QuantRules | None = None,
+    ) -> None:
         super().__init__()
         self.graph = graph
         self.settings = settings
         self.learnable_scales = learnable_scales
-        self.graph_module = to_module(graph, quantize=True, learnable_scales=learnable_scales)
+        self.rules = rules if rules is not None else _rules_of(settings)
+        self.graph_module = to_module(
+            graph, quantize=True, learnable_scales=learnable_scales, rules=self.rules
+        )
         #: What compile did (``None`` for a module loaded from a file).
         self.report: CompileReport | None = None
         # A DDP wrapper runs training steps; kept out of the module tree so that
@@ -261,6 +274,18 @@ class QuantizedModule(nn.Module):
             return written
 
         return on_rank_zero(write, Path(path))
+
+
+def _rules_of(settings: Settings) -> QuantRules | None:
+    """The rules of ``settings``' target; ``None`` (logged) when it cannot give them."""
+    from acekit.quant.targets import TargetError, resolve_target, target_rules
+
+    deployment = settings.deployment
+    try:
+        return target_rules(resolve_target(deployment.target_framework), deployment.target_options)
+    except (TargetError, ValueError) as error:
+        log.warning(f"Simulating without the target's rules (biases stay float): {error}")
+        return None
 
 
 def load(path: str | os.PathLike[str]) -> QuantizedModule:

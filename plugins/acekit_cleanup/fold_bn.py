@@ -16,6 +16,7 @@ import torch
 from acekit.ir import Graph, Node, Value
 from acekit.logging import get_logger
 from acekit.passes import Pass, PassResult
+from acekit.quant import qmath
 from acekit_cleanup._rewrite import MISSING, Rewriter, fresh_tensor_ref, held_tensor
 
 log = get_logger(__name__)
@@ -157,10 +158,16 @@ class FoldBatchNorm(Pass):
                 return held.detach().to(wide).reshape(channels)
             return torch.full((channels,), fill, dtype=wide)
 
-        scale = as_wide(gamma, 1.0) / torch.sqrt(var.detach().to(wide).reshape(channels) + eps)
-        new_weight = weight.detach().to(wide) * scale.reshape(-1, *[1] * (weight.dim() - 1))
-        new_bias = (as_wide(bias, 0.0) - mean.detach().to(wide).reshape(channels)) * scale
-        new_bias = new_bias + as_wide(beta, 0.0)
+        wide_gamma, wide_var = as_wide(gamma, 1.0), var.detach().to(wide).reshape(channels)
+        new_weight = qmath.fold_bn_weight(weight.detach().to(wide), wide_gamma, wide_var, eps)
+        new_bias = qmath.fold_bn_bias(
+            as_wide(bias, 0.0),
+            wide_gamma,
+            as_wide(beta, 0.0),
+            mean.detach().to(wide).reshape(channels),
+            wide_var,
+            eps,
+        )
         bias_like = bias if isinstance(bias, torch.Tensor) else weight
         return _Folded(_like(weight, new_weight), _like(bias_like, new_bias).reshape(channels))
 

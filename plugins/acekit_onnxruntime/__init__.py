@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from acekit.plugin import Registrar, hookimpl
+from acekit.target import Registrar, Scalar, TargetOption, check_options, hookimpl
 
 if TYPE_CHECKING:
-    from acekit.ir.graph import Graph
-    from acekit.quant.rules import QuantRules
+    from acekit.target import Graph, QuantRules
+    from acekit_onnxruntime.session import OrtRunner
 
 __all__ = ["OnnxRuntimeTarget", "acekit_register_targets"]
 
@@ -30,17 +30,28 @@ class OnnxRuntimeTarget:
         "provider fuses into integer kernels"
     )
 
+    @property
+    def options(self) -> Mapping[str, TargetOption]:
+        """``activation_type``, ``weight_reduce_range`` and ``opset``."""
+        from acekit_onnxruntime.rules import OPTIONS
+
+        return OPTIONS
+
+    def validate_options(self, options: Mapping[str, Any]) -> dict[str, Scalar]:
+        """``options`` checked against :attr:`options`, defaults filled in."""
+        return check_options(self.name, self.options, options)
+
     def quantization_rules(self, options: Mapping[str, Any]) -> QuantRules:
         """u8 activations, s8 per-channel weights; see :mod:`acekit_onnxruntime.rules`."""
         from acekit_onnxruntime.rules import quantization_rules
 
         return quantization_rules(options)
 
-    def load(self, path: str | os.PathLike[str], **options: Any) -> Any:
+    def load(self, path: str | os.PathLike[str], **options: Any) -> OrtRunner:
         """A callable running the model at ``path`` in ORT (tensors in, tensors out)."""
-        from acekit_onnxruntime.session import OrtRunner
+        from acekit_onnxruntime.session import OrtRunner as Runner
 
-        return OrtRunner(path, **options)
+        return Runner(path, **options)
 
     def export(
         self, graph: Graph, path: str | os.PathLike[str], options: Mapping[str, Any]

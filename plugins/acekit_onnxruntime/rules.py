@@ -30,27 +30,74 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from acekit.ir.quant import Granularity, QuantSpec
-from acekit.quant.rules import OpRule, QuantRules
+from acekit.target import (
+    DEFAULT_OPSET,
+    OPSETS,
+    Granularity,
+    OpRule,
+    QuantRules,
+    QuantSpec,
+    TargetOption,
+    check_options,
+)
 
 #: Target options this target reads (``deployment.target_options``).
-OPTIONS = {
-    "activation_type": "uint8 (default) or int8",
-    "weight_reduce_range": "auto (default: 7-bit weights on x86 without VNNI), true or false",
-    "opset": "ONNX opset of the export (default 17)",
+OPTIONS: Mapping[str, TargetOption] = {
+    option.name: option
+    for option in (
+        TargetOption(
+            name="activation_type",
+            help="uint8 (default) or int8 activations",
+            default="uint8",
+            choices=("uint8", "int8"),
+        ),
+        TargetOption(
+            name="weight_reduce_range",
+            help="7-bit weights: 'auto' (default: on x86 without VNNI), true or false",
+            default="auto",
+            kind=None,
+            choices=("auto", True, False),
+        ),
+        TargetOption(
+            name="opset",
+            help=f"ONNX opset of the export, {OPSETS.start}..{OPSETS.stop - 1} "
+            f"(default {DEFAULT_OPSET})",
+            default=DEFAULT_OPSET,
+            kind=int,
+            minimum=OPSETS.start,
+            maximum=OPSETS.stop - 1,
+        ),
+    )
 }
 
-_CONV = OpRule(activations=(0,), weight=1, weight_axis=0, output=True)
+_CONV = OpRule(activations=(0,), weight=1, weight_axis=0, output=True, bias=2)
 _OPS: Mapping[str, OpRule] = {
     "conv1d": _CONV,
     "conv2d": _CONV,
     "conv3d": _CONV,
-    "linear": OpRule(activations=(0,), weight=1, weight_axis=0),
+    "linear": OpRule(activations=(0,), weight=1, weight_axis=0, bias=2),
     "matmul": OpRule(activations=(0, 1)),
     # A CNN's head: DQ -> GlobalAveragePool -> Q becomes QLinearGlobalAveragePool, and
     # the ReLU -> Q before it lets ORT fuse the last residual Add as well.
     "adaptive_avg_pool2d": OpRule(activations=(0,), output=True),
 }
+
+
+#: IR ops that move values without changing them; ORT moves Q/DQ across them.
+_VALUE_MOVING = frozenset(
+    {
+        "max_pool1d",
+        "max_pool2d",
+        "reshape",
+        "flatten",
+        "unflatten",
+        "permute",
+        "transpose",
+        "contiguous",
+        "squeeze",
+        "unsqueeze",
+    }
+)
 
 
 @cache
@@ -70,20 +117,11 @@ def is_x86() -> bool:
 
 def quantization_rules(options: Mapping[str, Any]) -> QuantRules:
     """The ORT CPU scheme for this machine, adjusted by ``options``."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"unknown ONNX Runtime target option(s) {', '.join(unknown)}; known: "
-            + "; ".join(f"{k}: {v}" for k, v in OPTIONS.items())
-        )
-    activation_type = str(options.get("activation_type", "uint8"))
-    if activation_type not in ("uint8", "int8"):
-        raise ValueError(f"activation_type must be uint8 or int8, got {activation_type!r}")
-    reduce = options.get("weight_reduce_range", "auto")
+    checked = check_options("onnxruntime", OPTIONS, options)
+    activation_type = checked["activation_type"]
+    reduce = checked["weight_reduce_range"]
     if reduce == "auto":
         reduce = is_x86() and not cpu_has_vnni()
-    if not isinstance(reduce, bool):
-        raise ValueError(f"weight_reduce_range must be auto, true or false, got {reduce!r}")
     signed = activation_type == "int8"
     activation = QuantSpec(bits=8, signed=signed, symmetric=False)
     weight = QuantSpec(
@@ -110,5 +148,10 @@ def quantization_rules(options: Mapping[str, Any]) -> QuantRules:
         passthrough=frozenset(
             {"max_pool1d", "max_pool2d", "reshape", "permute", "transpose", "contiguous"}
         ),
+        # QLinearConv / QGemm add an int32 bias with scale s_input * s_weight; ORT finds
+        # the input's scale through the ops that move values without changing them.
+        bias_bits=32,
+        bias_scale_through=_VALUE_MOVING,
+        storage_bits=(8,),
         reason=why,
     )

@@ -57,9 +57,12 @@ import numpy.typing as npt
 import torch
 import torch.distributed as dist
 
+from acekit.quant.qmath import SCALE_EPS, check_bits, integer_range, qparams_from_range
+
 __all__ = [
     "DEFAULT_BINS",
     "OBSERVER_KINDS",
+    "SCALE_EPS",
     "EntropyObserver",
     "MinMaxObserver",
     "MovingAverageObserver",
@@ -72,8 +75,6 @@ __all__ = [
     "qparams_from_range",
 ]
 
-#: Smallest scale ever returned (a constant or all-zero tensor gets this).
-SCALE_EPS = 1e-8
 #: Default number of bins of the streaming histogram.
 DEFAULT_BINS = 2048
 # Additive smoothing of the distributions compared by the entropy observer.
@@ -83,70 +84,6 @@ _MSE_MAX_CANDIDATES = 512
 # Candidate thresholds evaluated together by the entropy observer.
 # Elements per intermediate array in the entropy candidate search (bounds its memory).
 _SEARCH_CHUNK = 16384
-
-
-# --------------------------------------------------------------------------- #
-# Quantization parameters from a range
-# --------------------------------------------------------------------------- #
-
-
-def _check_bits(bits: int) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
-        raise ValueError(f"bits must be an integer in [2, 16], got {bits!r}")
-
-
-def integer_range(bits: int, *, signed: bool, symmetric: bool) -> tuple[int, int]:
-    """Return the integer range ``(qmin, qmax)`` used for ``bits``-bit quantization.
-
-    Signed symmetric: ``[-(2**(b-1) - 1), 2**(b-1) - 1]`` (restricted range, zero
-    point 0); signed affine: ``[-2**(b-1), 2**(b-1) - 1]``; unsigned (affine or
-    symmetric): ``[0, 2**b - 1]``.
-    """
-    _check_bits(bits)
-    if signed:
-        half = 2 ** (bits - 1)
-        return (-(half - 1), half - 1) if symmetric else (-half, half - 1)
-    return 0, 2**bits - 1
-
-
-def qparams_from_range(
-    min_val: torch.Tensor | float,
-    max_val: torch.Tensor | float,
-    *,
-    bits: int,
-    signed: bool,
-    symmetric: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Turn a real range into ``(scale, zero_point)`` (float32, int32).
-
-    The range is first widened to include 0, so zero is exactly representable.
-    Symmetric: ``scale = max(|min|, |max|) / (2**(b-1) - 1)`` and the zero point
-    is 0 (signed) or ``2**(b-1)`` (unsigned); affine: ``scale = (max - min) /
-    (qmax - qmin)`` and ``zero_point = qmin - round(min / scale)``.  The scale is
-    floored at :data:`SCALE_EPS`, so an all-zero range never gives 0 or NaN.
-    Works element-wise, so per-channel ranges give per-channel parameters.
-    """
-    integer_range(bits, signed=signed, symmetric=symmetric)  # validates bits
-    lo = torch.as_tensor(min_val).detach().to(torch.float32)
-    hi = torch.as_tensor(max_val).detach().to(device=lo.device, dtype=torch.float32)
-    if lo.shape != hi.shape:
-        raise ValueError(f"min and max shapes differ: {tuple(lo.shape)} vs {tuple(hi.shape)}")
-    if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
-        raise ValueError("quantization range is not finite")
-    if bool((lo > hi).any()):
-        raise ValueError("quantization range has min > max")
-    min_neg = torch.clamp(lo, max=0.0)
-    max_pos = torch.clamp(hi, min=0.0)
-    qmin, qmax = integer_range(bits, signed=signed, symmetric=symmetric)
-    if symmetric:
-        amax = torch.maximum(-min_neg, max_pos)
-        scale = torch.clamp(amax / float(2 ** (bits - 1) - 1), min=SCALE_EPS)
-        zero = 0 if signed else 2 ** (bits - 1)
-        zero_point = torch.full(scale.shape, zero, dtype=torch.int32, device=scale.device)
-    else:
-        scale = torch.clamp((max_pos - min_neg) / float(qmax - qmin), min=SCALE_EPS)
-        zero_point = torch.clamp(qmin - torch.round(min_neg / scale), qmin, qmax).to(torch.int32)
-    return scale.to(torch.float32), zero_point
 
 
 # --------------------------------------------------------------------------- #
@@ -542,7 +479,7 @@ class Observer:
         :func:`qparams_from_range` for the integer ranges and formulas.  Raises
         :class:`RuntimeError` if no batch was observed.
         """
-        _check_bits(bits)
+        check_bits(bits, maximum=16)
         if self._batches == 0:
             raise RuntimeError(f"{self._label()}: qparams() called before any update()")
         with torch.no_grad():

@@ -55,7 +55,8 @@ class AutoSkip(Pass):
             scores: list[tuple[float, Node]] = []
             for node, values in progress(layers, "Measuring layer sensitivity", total=len(layers)):
                 with _only(graph, values):
-                    module = to_module(graph, quantize=True).to(context.device)
+                    module = to_module(graph, quantize=True, rules=context.rules)
+                    module = module.to(context.device)
                 error = _relative_error(reference, [_flat(module(*batch)) for batch in inputs])
                 scores.append((error, node))
         scores.sort(key=lambda item: -item[0])
