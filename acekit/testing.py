@@ -230,8 +230,13 @@ def compile_for(
     model: nn.Module | None = None,
     inputs: Sequence[torch.Tensor] | None = None,
     batches: int = 4,
+    logs_dir: str | os.PathLike[str] = "logs",
 ) -> tuple[Any, tuple[torch.Tensor, ...]]:
-    """``(qm, x)``: ``model`` (default :class:`SmallNet`) compiled for target ``name``."""
+    """``(qm, x)``: ``model`` (default :class:`SmallNet`) compiled for target ``name``.
+
+    Calibrates on ``batches`` random batches (or on ``inputs``); the run log goes to
+    ``logs_dir``.
+    """
     import acekit
     from acekit.settings import DeploymentSettings, Settings
 
@@ -246,7 +251,11 @@ def compile_for(
         deployment=DeploymentSettings(target_framework=name, target_options=dict(options or {}))
     )
     qm = acekit.compile(
-        model, settings=settings, example_inputs=first, calibration_inputs=data, logs_dir=None
+        model,
+        settings=settings,
+        example_inputs=first,
+        calibration_inputs=data,
+        logs_dir=os.fspath(logs_dir),
     )
     return qm, first
 
@@ -362,7 +371,9 @@ def check_target(
     check_declaration(target)
     rules = check_rules(target, options)
     check_option_errors(target)
-    qm, x = compile_for(name, options=options, model=model, inputs=inputs)
+    qm, x = compile_for(
+        name, options=options, model=model, inputs=inputs, logs_dir=Path(folder) / "logs"
+    )
     path = Path(folder) / f"conformance-{name}{suffix}"
     written = check_export(target, qm, path)
     error = check_load_matches(target, qm, written, x)

@@ -17,12 +17,15 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 from acekit.ir import Graph, TensorType
 from acekit.passes import Pipeline
 from acekit.plugin import get_plugin_manager, get_registry, reset_plugins
+from acekit.testing import check_target
 
 SOURCE = Path(__file__).parent / "third_party_plugin"
 DOCS = Path(__file__).parents[1] / "docs" / "writing-a-plugin.md"
@@ -143,8 +146,29 @@ def test_installed_plugin_pass_preset_and_target_work(on_path: Path, tmp_path: P
 
     target = registry.targets["example-target"]
     assert (target.name, target.title) == ("example-target", "Example Target")
-    written = target.export(result.graph, tmp_path / "model.txt", {})
-    assert written.read_text(encoding="utf-8") == str(result.graph) + "\n"
+
+
+@pytest.mark.parametrize("options", [{}, {"weight_bits": 4, "opset": 13}])
+def test_docs_example_target_passes_the_conformance_kit(
+    on_path: Path, tmp_path: Path, options: dict[str, int]
+) -> None:
+    """The target the docs walk through meets the whole target contract."""
+    report = check_target("example-target", tmp_path, options=options)
+    assert report.max_step_error <= 1.0
+    # No runtime_integer_ops: its runtime cannot say which ops run on integers.
+    assert report.integer_ops is None
+    assert report.quantized_ops == 3  # two convs and the linear of SmallNet
+    model = onnx.load(str(report.exported))
+    assert model.opset_import[0].version == options.get("opset", 17)
+    weights = [
+        numpy_helper.to_array(init)
+        for init in model.graph.initializer
+        if init.data_type == onnx.TensorProto.INT8 and init.dims and len(init.dims) > 1
+    ]
+    bound = 7 if options.get("weight_bits") == 4 else 127
+    assert weights and all(int(abs(w.astype(int)).max()) <= bound for w in weights)
+    # Biases stay float (bias_bits is not set): no int32 initializer.
+    assert not [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT32]
 
 
 def test_docs_walk_through_this_exact_package() -> None:

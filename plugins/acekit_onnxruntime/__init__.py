@@ -53,6 +53,12 @@ class OnnxRuntimeTarget:
 
         return Runner(path, **options)
 
+    def runtime_integer_ops(self, path: str | os.PathLike[str]) -> int:
+        """How many ops of the exported model ORT runs in integer kernels (conformance)."""
+        from acekit_onnxruntime.session import integer_op_count
+
+        return integer_op_count(path)
+
     def export(
         self, graph: Graph, path: str | os.PathLike[str], options: Mapping[str, Any]
     ) -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,3 +48,35 @@ class OrtRunner:
             for name, value in zip(self.input_names, inputs, strict=True)
         }
         return [torch.from_numpy(np.asarray(out)) for out in self.session.run(None, feed)]
+
+
+#: ORT kernels that compute on integers (its QDQ fusions produce them).
+INTEGER_KERNELS = frozenset(
+    {
+        "QGemm",
+        "ConvInteger",
+        "MatMulInteger",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+        "QAttention",
+    }
+)
+
+
+def integer_op_count(path: str | os.PathLike[str]) -> int:
+    """How many ops of the model at ``path`` ORT's CPU provider runs in integer kernels.
+
+    Read from the graph ORT optimises the model into (what it executes): ``QLinear*``
+    ops and the kernels of :data:`INTEGER_KERNELS`.
+    """
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="acekit-ort-") as scratch:
+        optimized = Path(scratch) / "optimized.onnx"
+        OrtRunner(path, threads=1, optimized_path=optimized)
+        model = onnx.load(str(optimized))
+    return sum(
+        1
+        for node in model.graph.node
+        if node.op_type.startswith("QLinear") or node.op_type in INTEGER_KERNELS
+    )

@@ -13,10 +13,22 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
+import torch
 
 from acekit.ir import Graph
 from acekit.passes import Pass, PassResult
-from acekit.plugin import Registrar, hookimpl
+from acekit.target import (
+    Granularity,
+    OpRule,
+    QuantRules,
+    QuantSpec,
+    Registrar,
+    Scalar,
+    TargetOption,
+    check_options,
+    export_qdq_onnx,
+    hookimpl,
+)
 
 
 @attrs.frozen
@@ -47,19 +59,83 @@ class RemoveIdentity(Pass):
 
 
 class ExampleTarget:
-    """A target that writes the graph's text form: enough to show the plugin surface."""
+    """A target for an NPU-like runtime: s8 symmetric activations, QDQ ONNX files.
+
+    Everything it needs comes from :mod:`acekit.target`: the rules say how to quantize,
+    the option schema is checked when settings are built or loaded, the shared lowering
+    writes the ONNX file, and ``load`` runs it (here with ONNX Runtime, standing in for
+    the device's own runtime).
+    """
 
     name: ClassVar[str] = "example-target"
     title: ClassVar[str] = "Example Target"
-    summary: ClassVar[str] = "writes the graph as text (an example, not a runtime)"
+    summary: ClassVar[str] = "s8 x s8 convs and linears as QDQ ONNX (an example target)"
+    options: ClassVar[Mapping[str, TargetOption]] = {
+        "opset": TargetOption(
+            name="opset",
+            help="ONNX opset of the export, 13..20 (default 17)",
+            default=17,
+            kind=int,
+            minimum=13,
+            maximum=20,
+        ),
+        "weight_bits": TargetOption(
+            name="weight_bits",
+            help="weight width, 8 (default) or 4 (stored in int8 containers)",
+            default=8,
+            kind=int,
+            choices=(4, 8),
+        ),
+    }
+
+    def validate_options(self, options: Mapping[str, Any]) -> dict[str, Scalar]:
+        """The options checked against :attr:`options`, with defaults filled in."""
+        return check_options(self.name, self.options, options)
+
+    def quantization_rules(self, options: Mapping[str, Any]) -> QuantRules:
+        """s8 symmetric activations and weights; ReLU absorbed, pooling passed through."""
+        weight_bits = int(self.validate_options(options)["weight_bits"])
+        conv = OpRule(activations=(0,), weight=1, weight_axis=0, output=True)
+        return QuantRules(
+            activation=QuantSpec(bits=8, signed=True, symmetric=True),
+            weight=QuantSpec(
+                bits=weight_bits,
+                signed=True,
+                symmetric=True,
+                granularity=Granularity.PER_CHANNEL,
+                axis=0,
+            ),
+            ops={
+                "conv2d": conv,
+                "linear": OpRule(activations=(0,), weight=1, weight_axis=0),
+            },
+            weight_bits=(4, 8),
+            storage_bits=(8,),
+            absorbed=frozenset({"relu"}),
+            passthrough=frozenset({"max_pool2d", "flatten"}),
+            reason="s8 activations x s8 weights (the NPU's only mode), float biases",
+        )
 
     def export(
         self, graph: Graph, path: str | os.PathLike[str], options: Mapping[str, Any]
     ) -> Path:
-        """Write ``graph``'s text form to ``path``."""
-        target = Path(path)
-        target.write_text(str(graph) + "\n", encoding="utf-8")
-        return target
+        """Write ``graph`` as QDQ ONNX (checked, atomic) with acekit's shared lowering."""
+        checked = self.validate_options(options)
+        rules = self.quantization_rules(checked)
+        return export_qdq_onnx(graph, path, rules, opset=int(checked["opset"]))
+
+    def load(self, path: str | os.PathLike[str]) -> Any:
+        """A callable running the exported file: tensors in, list of tensors out."""
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+
+        def run(*inputs: torch.Tensor) -> list[torch.Tensor]:
+            feed = {n: x.detach().cpu().numpy() for n, x in zip(names, inputs, strict=True)}
+            return [torch.from_numpy(out) for out in session.run(None, feed)]
+
+        return run
 
 
 @hookimpl
