@@ -11,11 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from acekit.plugin import Registrar, hookimpl
+from acekit.target import Registrar, Scalar, TargetOption, check_options, hookimpl
 
 if TYPE_CHECKING:
-    from acekit.ir.graph import Graph
-    from acekit.quant.rules import QuantRules
+    from acekit.target import Graph, QuantRules
 
 __all__ = ["OpenVINOTarget", "acekit_register_targets"]
 
@@ -30,6 +29,17 @@ class OpenVINOTarget:
         "in u8 x s8 kernels"
     )
 
+    @property
+    def options(self) -> Mapping[str, TargetOption]:
+        """``opset`` (of the QDQ ONNX, and of the ONNX the IR is converted from)."""
+        from acekit_openvino.rules import OPTIONS
+
+        return OPTIONS
+
+    def validate_options(self, options: Mapping[str, Any]) -> dict[str, Scalar]:
+        """``options`` checked against :attr:`options`, defaults filled in."""
+        return check_options(self.name, self.options, options)
+
     def quantization_rules(self, options: Mapping[str, Any]) -> QuantRules:
         """u8 activations, s8 symmetric per-channel weights; see :mod:`acekit_openvino.rules`."""
         from acekit_openvino.rules import quantization_rules
@@ -41,6 +51,12 @@ class OpenVINOTarget:
         from acekit_openvino.runner import OpenVINORunner
 
         return OpenVINORunner(path, **options)
+
+    def runtime_integer_ops(self, path: str | os.PathLike[str]) -> int:
+        """How many compute ops OpenVINO runs on u8/i8 for the model at ``path`` (conformance)."""
+        from acekit_openvino.runner import OpenVINORunner
+
+        return OpenVINORunner(path).integer_op_count()
 
     def export(
         self, graph: Graph, path: str | os.PathLike[str], options: Mapping[str, Any]

@@ -25,15 +25,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from acekit.ir.quant import Granularity, QuantSpec
-from acekit.quant.rules import OpRule, QuantRules
+from acekit.target import (
+    DEFAULT_OPSET,
+    OPSETS,
+    Granularity,
+    OpRule,
+    QuantRules,
+    QuantSpec,
+    TargetOption,
+    check_options,
+)
+
+NAME = "openvino"
 
 #: Target options this target reads (``deployment.target_options``).
-OPTIONS: Mapping[str, str] = {
-    "opset": "ONNX opset of the QDQ ONNX the IR is converted from (default 17)",
+OPTIONS: Mapping[str, TargetOption] = {
+    "opset": TargetOption(
+        name="opset",
+        help=f"ONNX opset of the QDQ ONNX (and of the ONNX the IR is converted from), "
+        f"{OPSETS.start}..{OPSETS.stop - 1} (default {DEFAULT_OPSET})",
+        default=DEFAULT_OPSET,
+        kind=int,
+        minimum=OPSETS.start,
+        maximum=OPSETS.stop - 1,
+    )
 }
-
-DEFAULT_OPSET = 17
 
 _CONV = OpRule(activations=(0,), weight=1, weight_axis=0, output=True)
 _OPS: Mapping[str, OpRule] = {
@@ -46,29 +62,9 @@ _OPS: Mapping[str, OpRule] = {
 }
 
 
-class OpenVINOOptionError(ValueError):
-    """An OpenVINO target option is unknown or has a value OpenVINO cannot use."""
-
-
-def check_options(options: Mapping[str, Any]) -> int:
-    """The validated opset; :class:`OpenVINOOptionError` names what is wrong."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise OpenVINOOptionError(
-            f"unknown OpenVINO target option(s) {', '.join(unknown)}; known: "
-            + "; ".join(f"{k}: {v}" for k, v in OPTIONS.items())
-        )
-    opset = options.get("opset", DEFAULT_OPSET)
-    if isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= 21:
-        raise OpenVINOOptionError(
-            f"target_options.opset must be an integer from 13 to 21; got {opset!r}"
-        )
-    return opset
-
-
 def quantization_rules(options: Mapping[str, Any]) -> QuantRules:
     """The OpenVINO CPU scheme (u8 activations x s8 per-channel weights)."""
-    check_options(options)
+    check_options(NAME, OPTIONS, options)
     return QuantRules(
         activation=QuantSpec(bits=8, signed=False, symmetric=False),
         weight=QuantSpec(

@@ -15,6 +15,8 @@ from acekit_openvino.runtime import import_openvino
 LINEAR_OPS = frozenset(
     {"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"}
 )
+#: Other executed ops that compute (not only move) values: pooling and reductions.
+COMPUTE_OPS = LINEAR_OPS | {"Pooling", "Reduce", "Eltwise"}
 
 
 class OpenVINORunner:
@@ -44,16 +46,30 @@ class OpenVINORunner:
         results = self.request.infer(feed)
         return [torch.from_numpy(np.array(results[output])) for output in self.compiled.outputs]
 
+    def integer_op_count(self) -> int:
+        """How many executed compute ops (linear, pooling, reductions) run on u8/i8."""
+        return sum(
+            1
+            for layer_type, precision in self._executed()
+            if layer_type in COMPUTE_OPS and precision in ("u8", "i8")
+        )
+
+    def _executed(self) -> list[tuple[str, str]]:
+        """``(layer type, runtime precision)`` of every op OpenVINO executes, in order."""
+        found = []
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            found.append((info["layerType"].astype(str), info["runtimePrecision"].astype(str)))
+        return found
+
     def linear_precisions(self) -> collections.Counter[tuple[str, str]]:
         """``(op type, runtime precision)`` of every linear op OpenVINO executes.
 
         An INT8 layer runs as ``("Convolution", "u8")`` (or ``i8``); one left in float
         as ``("Convolution", "f32")`` (or ``bf16``).
         """
-        counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        for op in self.compiled.get_runtime_model().get_ordered_ops():
-            info = op.get_rt_info()
-            layer_type = info["layerType"].astype(str)
-            if layer_type in LINEAR_OPS:
-                counts[layer_type, info["runtimePrecision"].astype(str)] += 1
-        return counts
+        return collections.Counter(
+            (layer_type, precision)
+            for layer_type, precision in self._executed()
+            if layer_type in LINEAR_OPS
+        )

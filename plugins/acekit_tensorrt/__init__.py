@@ -1,4 +1,8 @@
-"""Built-in target plugin: NVIDIA TensorRT (explicit quantization from QDQ ONNX)."""
+"""Built-in target plugin: NVIDIA TensorRT (explicit quantization from QDQ ONNX).
+
+Exporting needs only acekit; building and running an engine needs an NVIDIA GPU and
+``pip install 'acekit[tensorrt]'`` (the target lists without them).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from acekit.plugin import Registrar, hookimpl
+from acekit.target import Registrar, Scalar, TargetOption, hookimpl
 
 if TYPE_CHECKING:
-    from acekit.ir.graph import Graph
-    from acekit.quant.rules import QuantRules
+    from acekit.target import Graph, QuantRules
 
 __all__ = ["TensorRTTarget", "acekit_register_targets"]
 
@@ -26,6 +29,19 @@ class TensorRTTarget:
         "TensorRT fuses; build the engine with trtexec or the tensorrt package"
     )
 
+    @property
+    def options(self) -> Mapping[str, TargetOption]:
+        """``mode`` (int8, fp8, int4_weight_only) and ``opset``."""
+        from acekit_tensorrt.rules import OPTIONS
+
+        return OPTIONS
+
+    def validate_options(self, options: Mapping[str, Any]) -> dict[str, Scalar]:
+        """``options`` checked (including the opset each mode needs), defaults filled in."""
+        from acekit_tensorrt.rules import validate_options
+
+        return validate_options(options)
+
     def quantization_rules(self, options: Mapping[str, Any]) -> QuantRules:
         """Signed symmetric activations and weights; see :mod:`acekit_tensorrt.rules`."""
         from acekit_tensorrt.rules import quantization_rules
@@ -33,7 +49,7 @@ class TensorRTTarget:
         return quantization_rules(options)
 
     def load(self, path: str | os.PathLike[str], **options: Any) -> Any:
-        """A callable running the exported ONNX model (TensorRT on a GPU, else ONNX Runtime)."""
+        """A callable running the exported model (TensorRT on a GPU, else ONNX Runtime)."""
         from acekit_tensorrt.runner import load
 
         return load(path, **options)

@@ -18,6 +18,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from acekit.target import drop_unused_initializers
+
 #: E4M3's largest finite value (ONNX ``float8e4m3fn``).
 FP8_MAX = 448.0
 #: The symmetric INT8 grid's largest value.
@@ -44,15 +46,6 @@ def _remove(model: onnx.ModelProto, dead: list[onnx.NodeProto]) -> None:
     keep = [node for node in model.graph.node if id(node) not in ids]
     del model.graph.node[:]
     model.graph.node.extend(keep)
-
-
-def drop_unused_initializers(model: onnx.ModelProto) -> None:
-    """Remove initializers no node or graph output reads."""
-    used = {name for node in model.graph.node for name in node.input}
-    used |= {out.name for out in model.graph.output}
-    keep = [init for init in model.graph.initializer if init.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
 
 
 def inline_identities(model: onnx.ModelProto) -> int:
@@ -116,37 +109,43 @@ def drop_activation_clamps(model: onnx.ModelProto) -> int:
 
 
 def to_fp8(model: onnx.ModelProto) -> int:
-    """Turn symmetric INT8 Q/DQ pairs into FP8 E4M3 pairs with the same range; return how many.
+    """Turn symmetric INT8 Q/DQ into FP8 E4M3 Q/DQ with the same range; return how many.
 
     The scale becomes ``amax / 448`` for the ``amax = 127 * scale`` the INT8 grid was
-    calibrated to, and the zero points ``float8e4m3fn`` zeros. Run it before weights are
-    folded to integers: float weights keep their Q/DQ pair, which TensorRT folds into
-    FP8 weights when it builds the engine.
+    calibrated to, zero points ``float8e4m3fn`` zeros, and int8 weight initializers the
+    E4M3 values nearest to the same real values (``q * 127 / 448`` in the new scale).
     """
     initializers = _initializers(model)
-    ratio = np.float32(INT8_MAX / FP8_MAX)
+    ratio = INT8_MAX / FP8_MAX
     changed = 0
     done: set[str] = set()
     for node in model.graph.node:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
             continue
-        scale_name, zero_name = node.input[1], node.input[2]
-        zero = initializers.get(zero_name)
-        scale = initializers.get(scale_name)
-        int8 = zero is not None and zero.data_type == TensorProto.INT8
-        if scale is None or zero is None or not (int8 or zero_name in done):
+        zero = initializers.get(node.input[2])
+        if zero is None or not (zero.data_type == TensorProto.INT8 or node.input[2] in done):
             continue
-        if scale_name not in done:
-            values = numpy_helper.to_array(scale).astype(np.float32) * ratio
-            scale.CopyFrom(numpy_helper.from_array(values, scale_name))
-            done.add(scale_name)
-        if zero_name not in done:
-            dims = list(zero.dims)
-            count = int(np.prod(dims)) if dims else 1
-            zero.CopyFrom(
-                helper.make_tensor(zero_name, TensorProto.FLOAT8E4M3FN, dims, [0.0] * count)
-            )
-            done.add(zero_name)
+        names = [node.input[1], node.input[2]]
+        weight = initializers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if weight is not None:
+            names.append(node.input[0])
+        for name in names:
+            if name in done:
+                continue
+            tensor = initializers[name]
+            values = numpy_helper.to_array(tensor).astype(np.float32)
+            if name == node.input[1]:
+                tensor.CopyFrom(numpy_helper.from_array(values * np.float32(ratio), name))
+            else:  # the zero point (all zeros) or the weight, as E4M3
+                tensor.CopyFrom(
+                    helper.make_tensor(
+                        name,
+                        TensorProto.FLOAT8E4M3FN,
+                        list(tensor.dims),
+                        (values / np.float32(ratio)).ravel().tolist(),
+                    )
+                )
+            done.add(name)
         changed += 1
     # The exporter recorded the quantized tensors as int8; shape inference redoes them.
     del model.graph.value_info[:]
@@ -154,11 +153,11 @@ def to_fp8(model: onnx.ModelProto) -> int:
 
 
 def fold_weight_transposes(model: onnx.ModelProto) -> int:
-    """Store 2-D weights pre-transposed: ``Q(W) -> DQ -> Transpose`` becomes ``Q(W.T) -> DQ``.
+    """Store 2-D weights pre-transposed: ``DQ(W) -> Transpose`` becomes ``DQ(W.T)``.
 
     torch exports a Linear on 3-D inputs as ``MatMul(x, Transpose(W))``; TensorRT (like
     ModelOpt's output) wants the DequantizeLinear directly on the MatMul's weight input.
-    Only pairs read by nothing but the Transpose are changed. Returns how many.
+    Only weights read by nothing but that Transpose are changed. Returns how many.
     """
     initializers = _initializers(model)
     producers = _producers(model)
@@ -171,22 +170,16 @@ def fold_weight_transposes(model: onnx.ModelProto) -> int:
         if node.op_type != "Transpose" or _perm(node) != [1, 0]:
             continue
         dq = producers.get(node.input[0])
-        q = producers.get(dq.input[0]) if dq is not None else None
-        if dq is None or dq.op_type != "DequantizeLinear" or q is None:
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in initializers:
             continue
-        if q.op_type != "QuantizeLinear" or q.input[0] not in initializers:
+        if readers.get(dq.output[0]) != 1 or readers.get(dq.input[0]) != 1:
             continue
-        if readers.get(dq.output[0]) != 1 or readers.get(q.output[0]) != 1:
-            continue
-        if readers.get(q.input[0]) != 1:
-            continue
-        weight = initializers[q.input[0]]
+        weight = initializers[dq.input[0]]
         array = numpy_helper.to_array(weight)
         if array.ndim != 2:
             continue
         weight.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array.T), weight.name))
-        for quantizer in (q, dq):
-            _flip_axis(quantizer)
+        _flip_axis(dq)
         _rename_uses(model, node.output[0], dq.output[0])
         dead.append(node)
     _remove(model, dead)

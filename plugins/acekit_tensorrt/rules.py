@@ -30,27 +30,49 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from acekit.ir.quant import Granularity, QuantSpec
-from acekit.quant.rules import OpRule, QuantRules
+from acekit.target import (
+    Granularity,
+    OpRule,
+    QuantRules,
+    QuantSpec,
+    Scalar,
+    TargetOption,
+    TargetOptionError,
+    check_options,
+)
 
+NAME = "tensorrt"
 #: The modes TensorRT's explicit quantization runs, with the opset each needs.
 MODES: Mapping[str, int] = {"int8": 13, "fp8": 19, "int4_weight_only": 21}
+#: The opset written unless the options ask for another (or the mode needs more).
+DEFAULT_OPSET = 17
 
 #: Target options this target reads (``deployment.target_options``).
-OPTIONS: Mapping[str, str] = {
-    "mode": "int8 (default), fp8 (E4M3, Hopper and newer GPUs) or int4_weight_only "
-    "(W4A16: 4-bit weights of Linear/MatMul, float activations)",
-    "opset": "ONNX opset of the export (default 17; fp8 needs >= 19, int4_weight_only >= 21)",
+OPTIONS: Mapping[str, TargetOption] = {
+    option.name: option
+    for option in (
+        TargetOption(
+            name="mode",
+            help="int8 (default), fp8 (E4M3, Hopper and newer GPUs) or int4_weight_only "
+            "(W4A16: 4-bit weights of Linear layers, float activations)",
+            default="int8",
+            choices=tuple(MODES),
+        ),
+        TargetOption(
+            name="opset",
+            help="ONNX opset of the export, 13..21 (default 17, or the mode's minimum: "
+            "fp8 needs 19, int4_weight_only 21)",
+            kind=int,
+            minimum=13,
+            maximum=21,
+        ),
+    )
 }
-
-DEFAULT_OPSET = 17
 
 _CONV = OpRule(activations=(0,), weight=1, weight_axis=0)
 _CONV_TRANSPOSE = OpRule(activations=(0,), weight=1, weight_axis=1)
 _LINEAR = OpRule(activations=(0,), weight=1, weight_axis=0)
-_EPILOGUE_OPS = frozenset(
-    {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
-)
+_EPILOGUE_OPS = frozenset({"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d"})
 
 _INT8_OPS: Mapping[str, OpRule] = {
     "conv1d": _CONV,
@@ -58,7 +80,6 @@ _INT8_OPS: Mapping[str, OpRule] = {
     "conv3d": _CONV,
     "conv_transpose1d": _CONV_TRANSPOSE,
     "conv_transpose2d": _CONV_TRANSPOSE,
-    "conv_transpose3d": _CONV_TRANSPOSE,
     "linear": _LINEAR,
     "matmul": OpRule(activations=(0, 1)),
     "add": OpRule(activations=(0, 1), epilogue_of=_EPILOGUE_OPS),
@@ -75,37 +96,30 @@ _INT8_OPS: Mapping[str, OpRule] = {
 _WEIGHT_ONLY_OPS: Mapping[str, OpRule] = {"linear": OpRule(activations=(), weight=1)}
 
 
-class TensorRTOptionError(ValueError):
-    """A TensorRT target option is unknown or has a value TensorRT cannot build."""
+def validate_options(options: Mapping[str, Any]) -> dict[str, Scalar]:
+    """``options`` checked, with ``mode`` and ``opset`` filled in; one error names the key.
 
-
-def check_options(options: Mapping[str, Any]) -> tuple[str, int]:
-    """The validated ``(mode, opset)``; :class:`TensorRTOptionError` names what is wrong."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise TensorRTOptionError(
-            f"unknown TensorRT target option(s) {', '.join(unknown)}; known: "
-            + "; ".join(f"{k}: {v}" for k, v in OPTIONS.items())
+    Beyond the schema: the opset must be one the mode can be written in.
+    """
+    checked = check_options(NAME, OPTIONS, options)
+    mode = str(checked["mode"])
+    needed = MODES[mode]
+    opset = checked.get("opset")
+    if opset is None:
+        checked["opset"] = max(DEFAULT_OPSET, needed)
+    elif int(opset) < needed:
+        raise TargetOptionError(
+            f"opset {opset} is too old for mode {mode!r}: it needs opset >= {needed} "
+            f"(set target_options.opset = {needed} or higher)",
+            target=NAME,
+            option="opset",
         )
-    mode = str(options.get("mode", "int8"))
-    if mode not in MODES:
-        raise TensorRTOptionError(
-            f"target_options.mode must be one of {', '.join(MODES)}; got {mode!r}"
-        )
-    opset = options.get("opset", max(DEFAULT_OPSET, MODES[mode]))
-    if isinstance(opset, bool) or not isinstance(opset, int):
-        raise TensorRTOptionError(f"target_options.opset must be an integer; got {opset!r}")
-    if opset < MODES[mode]:
-        raise TensorRTOptionError(
-            f"target_options.opset {opset} is too old for mode {mode!r}: it needs opset "
-            f">= {MODES[mode]} (set target_options.opset = {MODES[mode]} or higher)"
-        )
-    return mode, opset
+    return checked
 
 
 def quantization_rules(options: Mapping[str, Any]) -> QuantRules:
     """The TensorRT scheme for the mode ``options`` choose."""
-    mode, _ = check_options(options)
+    mode = validate_options(options)["mode"]
     symmetric = QuantSpec(bits=8, signed=True, symmetric=True)
     if mode == "int4_weight_only":
         return QuantRules(
@@ -115,6 +129,7 @@ def quantization_rules(options: Mapping[str, Any]) -> QuantRules:
             ),
             ops=_WEIGHT_ONLY_OPS,
             activation_bits=(8,),
+            storage_bits=(8,),  # int8 containers in the lowering; the export packs int4
             weight_bits=(2, 3, 4, 5, 6, 7, 8),  # wider requests are narrowed to 4
             reason="W4A16: 4-bit symmetric weights of linear layers, float activations",
         )

@@ -35,9 +35,10 @@ def load(path: str | os.PathLike[str], *, engine: str = "auto", threads: int = 2
         from acekit_tensorrt.engine import EngineRunner
 
         return EngineRunner(path)
-    from acekit_onnxruntime.session import OrtRunner
+    from acekit.plugin import get_registry
 
-    return OrtRunner(path, threads=threads)
+    # The ONNX Runtime target runs QDQ ONNX on the CPU; found like any plugin's target.
+    return get_registry().targets["onnxruntime"].load(path, threads=threads)
 
 
 def tensorrt_available() -> bool:
