@@ -290,3 +290,30 @@ def test_tensorrt_target_passes_the_conformance_kit(
 ) -> None:
     report = check_target("tensorrt", tmp_path, options=options)
     assert report.quantized_ops > 0 and report.max_step_error <= 1.0
+
+
+@pytest.mark.slow
+def test_seed_flow_vit_b_16_through_the_clika_backend_exports_for_tensorrt(
+    tmp_path: Path,
+) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.vit_b_16().eval()
+    nn.init.normal_(model.heads.head.weight, std=0.02)
+    data = [torch.randn(1, 3, 224, 224) for _ in range(2)]
+    options = {"settings": _settings(), "calibration_inputs": data, "logs_dir": str(tmp_path)}
+    compiled = torch.compile(model, backend="clika", options=options)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = compiled(x)
+    path = compiled.export(tmp_path / "vit.onnx")
+    model_proto = onnx.load(str(path))
+    onnx.checker.check_model(model_proto, full_check=True)
+    graph = _Lookup(model_proto)
+    matmuls = graph.of_type("MatMul") + graph.of_type("Gemm")
+    assert len(matmuls) >= 12 * 6  # per layer: qkv, two attention matmuls, out, two MLP
+    assert all(graph.from_dq(n.input[0]) and graph.from_dq(n.input[1]) for n in matmuls)
+    for op in ("Softmax", "LayerNormalization"):
+        assert graph.of_type(op)
+        assert not any(graph.from_dq(n.input[0]) for n in graph.of_type(op))
+    assert sqnr(expected, run_ort(ort_session(path), x)) > 25
