@@ -10,11 +10,13 @@ export or save.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import onnx
 import torch
 from torch import nn
 
@@ -23,6 +25,12 @@ from acekit.ir.graph import Graph
 from acekit.ir.serialize import graph_from_dict, graph_to_dict
 from acekit.logging import get_logger
 from acekit.runtime.codegen import QUANTIZERS, to_module
+from acekit.runtime.torch_onnx import (
+    EXPORT_HINT,
+    TorchOnnxExportError,
+    deployed_forward,
+    deployed_symbolic,
+)
 
 if TYPE_CHECKING:
     from acekit.quant.rules import QuantRules
@@ -97,7 +105,15 @@ class QuantizedModule(nn.Module):
         self._told_scales_fixed = False
 
     def forward(self, *inputs: Any) -> Any:
-        """Run the quantized model (fake quantization in float)."""
+        """Run the quantized model (fake quantization in float).
+
+        Under ``torch.onnx.export(qm, ...)`` (TorchScript-based) the traced model is the
+        deployable one ``qm.export`` writes; see :mod:`acekit.runtime.torch_onnx`.
+        """
+        if torch.compiler.is_exporting() and torch.onnx.is_in_onnx_export():
+            return deployed_symbolic(self._traced_deployable_onnx, inputs)
+        if torch.onnx.is_in_onnx_export():
+            return deployed_forward(id(self), self._deployable_onnx, self.graph_module, inputs)
         if self.training and torch.is_grad_enabled():
             self._tell_scales_fixed()
             replicated = self.__dict__["_replicated"]
@@ -134,8 +150,14 @@ class QuantizedModule(nn.Module):
 
     # -- checkpoints -------------------------------------------------------------------
 
-    def get_extra_state(self) -> dict[str, Any]:
-        """What a state_dict must agree on to be loaded here: model and settings."""
+    def get_extra_state(self) -> Any:
+        """What a state_dict must agree on to be loaded here: model and settings.
+
+        While torch's ONNX exporter reads the state_dict (it detaches every entry) this
+        is an empty tensor instead.
+        """
+        if torch.onnx.is_in_onnx_export():
+            return torch.empty(0)
         return {"graph": self.graph.name, "settings": self.settings.to_dict()}
 
     def set_extra_state(self, state: Any) -> None:
@@ -242,6 +264,39 @@ class QuantizedModule(nn.Module):
             return written
 
         return on_rank_zero(write, Path(path))
+
+    def _traced_deployable_onnx(self, opset: int | None) -> onnx.ModelProto:
+        """:meth:`_deployable_onnx` while torch.export traces: tensors are not readable.
+
+        The graph is exported as last synced; its weights share storage with the
+        module's. Learned scales live only in the module until synced, so QAT modules
+        are refused.
+        """
+        if self.learnable_scales:
+            raise TorchOnnxExportError(
+                "the torch.export-based exporter cannot read scales learned in QAT; " + EXPORT_HINT
+            )
+        return self._deployable_onnx(opset, sync=False)
+
+    def _deployable_onnx(self, opset: int | None, *, sync: bool = True) -> onnx.ModelProto:
+        """The model the settings' target exports, at ``opset`` when the target has one."""
+        from acekit.quant.deploy import deployment_graph
+        from acekit.quant.targets import resolve_target
+
+        name = self.settings.deployment.target_framework
+        chosen = resolve_target(name)
+        options = dict(self.settings.deployment.target_options)
+        if opset is not None and "opset" in (getattr(chosen, "options", None) or {}):
+            options["opset"] = opset
+        graph = deployment_graph(self.sync_graph() if sync else self.graph)
+        with tempfile.TemporaryDirectory(prefix="acekit-export-") as scratch:
+            written = Path(chosen.export(graph, Path(scratch) / "model.onnx", options))
+            try:
+                return onnx.load(str(written))
+            except Exception:
+                raise TorchOnnxExportError(
+                    f"target {name!r} does not write ONNX ({written.name}); {EXPORT_HINT}"
+                ) from None
 
     def visualize(self, path: str | os.PathLike[str]) -> Path:
         """Draw the quantized graph (SVG, or .dot without graphviz's ``dot``); return it."""

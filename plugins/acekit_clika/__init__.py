@@ -30,15 +30,15 @@ OPTIONS = ("settings", "calibration_inputs", "select", "pipeline", "logs_dir")
 # id of a parameter dynamo lifted from a user's model -> (weak ref to it, the
 # QuantizedModule made for it). Keyed by id because tensors compare elementwise; the
 # entry goes when the parameter is collected.
-_COMPILED: dict[int, tuple[weakref.ref[torch.Tensor], QuantizedModule]] = {}
+_COMPILED: dict[int, tuple[weakref.ref[Any], QuantizedModule]] = {}
 
 
-def _remember(parameter: torch.Tensor, module: QuantizedModule) -> None:
+def _remember(parameter: torch.Tensor | torch.nn.Module, module: QuantizedModule) -> None:
     key = id(parameter)
     _COMPILED[key] = (weakref.ref(parameter, lambda _: _COMPILED.pop(key, None)), module)
 
 
-def _lookup(parameter: torch.Tensor) -> QuantizedModule | None:
+def _lookup(parameter: torch.Tensor | torch.nn.Module) -> QuantizedModule | None:
     entry = _COMPILED.get(id(parameter))
     if entry is None or entry[0]() is not parameter:
         return None
@@ -81,6 +81,9 @@ def clika_backend(
         module = _quantize(gm, example_inputs, positions, given, owner)
         for parameter in lifted:
             _remember(parameter, module)
+        if owner is not None:
+            # Exporters swap the parameters for their own tensors: found by module too.
+            _remember(owner, module)
 
     def run(*args: Any) -> Any:
         result = module(*(args[i] for i in positions))
@@ -156,6 +159,9 @@ def quantized_module(compiled: torch.nn.Module) -> QuantizedModule:
     compiles lazily) or for a model compiled with another backend.
     """
     original = getattr(compiled, "_orig_mod", compiled)
+    whole = _lookup(original)
+    if whole is not None:
+        return whole
     for parameter in original.parameters():
         found = _lookup(parameter)
         if found is not None:
@@ -191,6 +197,64 @@ def _install_methods() -> None:
             setattr(OptimizedModule, name, _method(name))
     if not hasattr(OptimizedModule, "quantized_module"):
         OptimizedModule.quantized_module = quantized_module  # type: ignore[attr-defined]
+    if not getattr(OptimizedModule.__call__, "_acekit_onnx_export", False):
+        wrapped = _exported_through_quantized_module(OptimizedModule.__call__)
+        OptimizedModule.__call__ = wrapped  # type: ignore[method-assign]
+    initialize = getattr(OptimizedModule, "_initialize", None)
+    if callable(initialize) and not getattr(initialize, "_acekit_onnx_export", False):
+        wrapped = _forward_exported_through_quantized_module(initialize)
+        OptimizedModule._initialize = wrapped  # type: ignore[method-assign]
+
+
+def _quantized_or_none(compiled: Any) -> QuantizedModule | None:
+    try:
+        return quantized_module(compiled)
+    except ClikaBackendError:
+        return None
+
+
+def _exported_through_quantized_module(call: Callable[..., Any]) -> Callable[..., Any]:
+    """``OptimizedModule.__call__`` that, under ``torch.onnx.export``, runs the QuantizedModule.
+
+    torch refuses to trace a dynamo-optimized function (TorchScript-based exporter); a
+    model compiled with ``backend="clika"`` is exported through its QuantizedModule
+    instead, which writes the target's deployable model. Any other call is torch's own.
+    """
+
+    def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        module = _quantized_or_none(self) if torch.onnx.is_in_onnx_export() else None
+        if module is not None:
+            return module(*args, **kwargs)
+        return call(self, *args, **kwargs)
+
+    __call__._acekit_onnx_export = True  # type: ignore[attr-defined]
+    return __call__
+
+
+def _forward_exported_through_quantized_module(
+    initialize: Callable[..., Any],
+) -> Callable[..., Any]:
+    """``OptimizedModule._initialize`` whose ``forward`` exports through the QuantizedModule.
+
+    The torch.export-based exporter calls ``forward`` (which torch.export runs without
+    dynamo, i.e. the float model); for a clika-compiled model it runs the QuantizedModule.
+    """
+
+    def _initialize(self: Any) -> None:
+        initialize(self)
+        forward = self.forward
+
+        def exported_forward(*args: Any, **kwargs: Any) -> Any:
+            if torch.compiler.is_exporting() and torch.onnx.is_in_onnx_export():
+                module = _quantized_or_none(self)
+                if module is not None:
+                    return module(*args, **kwargs)
+            return forward(*args, **kwargs)
+
+        self.forward = exported_forward
+
+    _initialize._acekit_onnx_export = True  # type: ignore[attr-defined]
+    return _initialize
 
 
 _install_methods()

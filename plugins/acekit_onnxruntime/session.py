@@ -74,7 +74,7 @@ def integer_op_count(path: str | os.PathLike[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="acekit-ort-") as scratch:
         optimized = Path(scratch) / "optimized.onnx"
         OrtRunner(path, threads=1, optimized_path=optimized)
-        model = onnx.load(str(optimized))
+        model = onnx.load(str(optimized), load_external_data=False)
     return sum(
         1
         for node in model.graph.node
