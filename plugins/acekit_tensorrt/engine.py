@@ -1,7 +1,9 @@
 """Building and running a TensorRT engine from an exported ONNX model (needs a GPU).
 
 The engine is built with explicit quantization: TensorRT runs INT8 or FP8 exactly where
-the model's Q/DQ pairs say and picks FP16 or FP32 kernels elsewhere. The first
+the model's Q/DQ pairs say and picks FP16 or FP32 kernels elsewhere (TensorRT 10; from
+TensorRT 11, whose networks are strongly typed, float layers run in the file's float
+type). The first
 dimension of every input is dynamic (acekit exports a ``batch`` axis); the optimisation
 profile covers batch 1 to ``max_batch``.
 """
@@ -40,14 +42,19 @@ def build_engine(path: str | os.PathLike[str], *, max_batch: int = 8) -> bytes:
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    # TensorRT 11 removed the precision builder flags: explicit quantization there is a
+    # strongly typed network whose Q/DQ types decide; before it, the flags enable them.
+    weakly_typed = hasattr(trt.BuilderFlag, "INT8")
+    strongly_typed = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(0 if weakly_typed else strongly_typed)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT cannot parse {path}: {errors}")
     config = builder.create_builder_config()
-    for flag in precision_flags(path):
-        config.set_flag(getattr(trt.BuilderFlag, flag))
+    if weakly_typed:
+        for flag in precision_flags(path):
+            config.set_flag(getattr(trt.BuilderFlag, flag))
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
