@@ -28,6 +28,12 @@ class OpRule:
             ``DQ -> op -> Q`` into one integer kernel need it.
         bias: Index of the bias input added to the accumulator of input x weight, when
             the rules' ``bias_bits`` quantize it (conv and linear: 2).
+        epilogue_of: Ops into whose epilogue the runtime fuses this op (TensorRT fuses a
+            residual Add into the conv that computes one of its inputs). Of the inputs in
+            ``activations``, the one such an op produces (directly or through
+            ``absorbed`` ops; the deepest, when several do) stays float so the fusion
+            happens, and the others are quantized. An op none of whose inputs comes
+            from such an op is not a residual and stays float.
     """
 
     activations: tuple[int, ...] = (0,)
@@ -35,6 +41,7 @@ class OpRule:
     weight_axis: int = 0
     output: bool = False
     bias: int | None = None
+    epilogue_of: frozenset[str] = frozenset()
 
     @property
     def weighted(self) -> bool:

@@ -84,7 +84,10 @@ def _annotate(
 ) -> None:
     activation = rules.activation_spec(activation_bits)
     inputs = node.inputs
-    for index in rule.activations:
+    activations = rule.activations
+    if rule.epilogue_of:
+        activations = _residual_inputs(node, rule, rules)
+    for index in activations:
         if index < len(inputs) and index != rule.weight:
             value = inputs[index]
             if is_weight(value):
@@ -104,6 +107,59 @@ def _annotate(
         ):
             output = output.users[0].outputs[0]
         _mark(output, activation)
+
+
+def _residual_inputs(node: Node, rule: OpRule, rules: QuantRules) -> tuple[int, ...]:
+    """The inputs of a residual op (``rule.epilogue_of``) to quantize: all but the fused one.
+
+    The input an epilogue op (a conv) produces stays float so that the runtime fuses this
+    op into that conv; when several do, the deepest (longest path from the graph's
+    inputs, as NVIDIA ModelOpt picks it) is the fused one. No such input: not a residual,
+    nothing is quantized.
+    """
+    fused = [
+        i
+        for i in rule.activations
+        if i < len(node.inputs) and _epilogue(node.inputs[i], rule, rules)
+    ]
+    if not fused:
+        return ()
+    keep = max(fused, key=lambda i: _depth(node.inputs[i], {}))
+    return tuple(i for i in rule.activations if i != keep)
+
+
+def _epilogue(value: Value, rule: OpRule, rules: QuantRules) -> bool:
+    """Whether ``value`` comes from an ``epilogue_of`` op whose only reader leads here."""
+    while value.producer is not None and len(value.users) == 1:
+        producer = value.producer
+        if producer.op in rule.epilogue_of:
+            return True
+        if producer.op not in rules.absorbed or not producer.inputs:
+            return False
+        value = producer.inputs[0]
+    return False
+
+
+def _depth(value: Value, memo: dict[int, int]) -> int:
+    """The number of ops on the longest path from a graph input to ``value``."""
+    stack = [value]
+    while stack:
+        current = stack[-1]
+        producer = current.producer
+        if producer is None or id(producer) in memo:
+            stack.pop()
+            continue
+        pending = [
+            v for v in producer.inputs if v.producer is not None and id(v.producer) not in memo
+        ]
+        if pending:
+            stack.extend(pending)
+            continue
+        memo[id(producer)] = 1 + max(
+            (memo[id(v.producer)] for v in producer.inputs if v.producer is not None), default=0
+        )
+        stack.pop()
+    return 0 if value.producer is None else memo[id(value.producer)]
 
 
 def _upstream(value: Value, rules: QuantRules) -> Value:

@@ -1,0 +1,137 @@
+"""The OpenVINO target: rules, IR and ONNX export, running in OpenVINO, missing package."""
+
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import acekit
+from acekit.runtime.quantized import QuantizedModule
+from acekit.settings import DeploymentSettings, Settings
+from acekit.target import TargetOptionError
+from acekit.testing import check_target
+from acekit_openvino import OpenVINOTarget
+from acekit_openvino.export import OpenVINOExportError
+from acekit_openvino.rules import quantization_rules
+from acekit_openvino.runtime import OpenVINONotInstalledError
+from tests.quant_support import SmallCNN, TinyEncoder, sqnr, trained_like
+
+pytest.importorskip("openvino")
+
+SHAPE = (2, 3, 32, 32)
+
+
+def _compile(model: nn.Module, inputs: list[torch.Tensor], logs: Path) -> Any:
+    return acekit.compile(
+        model,
+        settings=Settings(deployment=DeploymentSettings(target_framework="openvino")),
+        example_inputs=(inputs[0],),
+        calibration_inputs=inputs,
+        logs_dir=str(logs),
+    )
+
+
+@pytest.fixture(scope="module")
+def images() -> list[torch.Tensor]:
+    torch.manual_seed(1)
+    return [torch.randn(*SHAPE) for _ in range(4)]
+
+
+@pytest.fixture(scope="module")
+def compiled(
+    images: list[torch.Tensor], tmp_path_factory: pytest.TempPathFactory
+) -> QuantizedModule:
+    return _compile(trained_like(SmallCNN(), SHAPE), images, tmp_path_factory.mktemp("ov"))
+
+
+def test_rules_are_u8_activations_and_s8_symmetric_per_channel_weights() -> None:
+    rules = quantization_rules({})
+    assert not rules.activation.signed and rules.activation.bits == 8
+    assert rules.weight.signed and rules.weight.symmetric and rules.weight.qmin == -127
+    assert rules.ops["conv2d"].output and rules.ops["matmul"].activations == (0, 1)
+    assert not {"softmax", "layer_norm", "gelu", "add"} & set(rules.ops)
+
+
+def test_unknown_option_is_named() -> None:
+    with pytest.raises(TargetOptionError, match="mode"):
+        quantization_rules({"mode": "fp8"})
+    with pytest.raises(TargetOptionError, match="opset"):
+        quantization_rules({"opset": 9})
+
+
+def test_ir_has_int8_weights_and_runs_every_layer_in_u8(
+    compiled: QuantizedModule, tmp_path: Path
+) -> None:
+    xml = compiled.export(tmp_path / "model.xml")
+    assert xml.with_suffix(".bin").stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin", "model.xml"]
+    layers = ET.parse(xml).getroot().find("layers")
+    assert layers is not None
+    types = [
+        data.get("element_type")
+        for layer in layers
+        if layer.get("type") == "Const" and (data := layer.find("data")) is not None
+    ]
+    assert types.count("i8") == 4  # three conv weights and the linear weight
+    assert "f16" not in types
+    fake_quantize = [layer for layer in layers if layer.get("type") == "FakeQuantize"]
+    assert fake_quantize
+    runner = OpenVINOTarget().load(xml, precision="f32")
+    assert runner.linear_precisions() == {("Convolution", "u8"): 3, ("FullyConnected", "u8"): 1}
+    x = torch.randn(*SHAPE)
+    with torch.no_grad():
+        assert sqnr(compiled(x), runner(x)[0]) > 35
+
+
+def test_onnx_export_runs_in_openvino(compiled: QuantizedModule, tmp_path: Path) -> None:
+    path = compiled.export(tmp_path / "model.onnx")
+    runner = OpenVINOTarget().load(path)
+    assert all(precision == "u8" for _, precision in runner.linear_precisions())
+    x = torch.randn(*SHAPE)
+    with torch.no_grad():
+        assert sqnr(compiled(x), runner(x)[0]) > 35
+
+
+def test_attention_matmuls_run_in_u8(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = TinyEncoder().eval()
+    data = [torch.randn(1, 10, 32) for _ in range(4)]
+    qm = _compile(model, data, tmp_path)
+    runner = OpenVINOTarget().load(qm.export(tmp_path / "encoder.xml"), precision="f32")
+    precisions = runner.linear_precisions()
+    assert precisions and all(p in ("u8", "i8") for _, p in precisions), precisions
+    x = data[0]
+    with torch.no_grad():
+        assert sqnr(qm(x), runner(x)[0]) > 25
+
+
+def test_unknown_suffix_is_refused_before_writing(
+    compiled: QuantizedModule, tmp_path: Path
+) -> None:
+    with pytest.raises(OpenVINOExportError, match=r"writes IR to a \.xml path"):
+        compiled.export(tmp_path / "model.bin")
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_openvino_says_what_to_install(
+    compiled: QuantizedModule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert "openvino" in acekit.plugin.get_registry().targets
+    with pytest.raises(OpenVINONotInstalledError, match=r"pip install 'acekit\[openvino\]'"):
+        compiled.export(tmp_path / "model.xml")
+    assert not list(tmp_path.iterdir())
+    # The QDQ ONNX needs no OpenVINO to be written.
+    assert compiled.export(tmp_path / "model.onnx").exists()
+
+
+def test_openvino_target_passes_the_conformance_kit(tmp_path: Path) -> None:
+    # QDQ ONNX: the kit counts any second file as left behind, and IR has its .bin.
+    report = check_target("openvino", tmp_path, suffix=".onnx")
+    assert report.integer_ops is not None and report.integer_ops >= report.quantized_ops > 0
