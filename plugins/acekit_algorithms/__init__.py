@@ -16,6 +16,7 @@ from acekit.plugin import Registrar, hookimpl
 def acekit_register_passes(registry: Registrar) -> None:
     """Register the algorithms' passes."""
     from acekit_algorithms.bias_correction import BiasCorrection
+    from acekit_algorithms.cle import CrossLayerEqualization
 
-    for pass_cls in (BiasCorrection,):
+    for pass_cls in (CrossLayerEqualization, BiasCorrection):
         registry.add_pass(pass_cls)
