@@ -34,12 +34,13 @@ class SeparableNet(nn.Module):
 
 def separable_net() -> nn.Module:
     """A SeparableNet whose depthwise channels differ in range by 100x, with high biases."""
-    model = trained_like(SeparableNet(), SHAPE)
+    model = SeparableNet()
+    conv, norm = model.depthwise[0], model.depthwise[1]
+    assert isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
     with torch.no_grad():
-        spread = torch.logspace(-1, 1, 16).reshape(16, 1, 1, 1)
-        model.depthwise[0].weight.mul_(spread)
-        model.depthwise[1].bias.add_(3.0)
-    return model
+        conv.weight.mul_(torch.logspace(-1, 1, 16).reshape(16, 1, 1, 1))
+        norm.bias.add_(3.0)
+    return trained_like(model, SHAPE)
 
 
 @pytest.fixture(scope="module")
