@@ -84,3 +84,16 @@ def assert_deploys_like_simulation(
     step = float((expected.max() - expected.min()) / 255)
     within = float(((actual - expected).abs() <= step + 1e-6).float().mean())
     assert within >= 0.99, within
+
+
+def layer_inputs(
+    graph: Graph, data: list[torch.Tensor], *, quantize: bool
+) -> dict[str, torch.Tensor]:
+    """Every conv/linear node's input on ``data`` (concatenated over batches), by node."""
+    nodes = [n for n in graph.nodes if n.op in LAYER_OPS]
+    taps = {n.inputs[0].name: Keep() for n in nodes}
+    module = to_module(graph, quantize=quantize, taps=taps)
+    with torch.no_grad():
+        for batch in data:
+            module(batch)
+    return {n.name: torch.cat(taps[n.inputs[0].name].seen) for n in nodes}

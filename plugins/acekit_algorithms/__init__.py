@@ -15,8 +15,9 @@ from acekit.plugin import Registrar, hookimpl
 @hookimpl
 def acekit_register_passes(registry: Registrar) -> None:
     """Register the algorithms' passes."""
+    from acekit_algorithms.adaround import AdaRound
     from acekit_algorithms.bias_correction import BiasCorrection
     from acekit_algorithms.cle import CrossLayerEqualization
 
-    for pass_cls in (CrossLayerEqualization, BiasCorrection):
+    for pass_cls in (CrossLayerEqualization, AdaRound, BiasCorrection):
         registry.add_pass(pass_cls)
