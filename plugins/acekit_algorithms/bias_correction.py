@@ -1,13 +1,16 @@
 """``bias-correction``: cancel the mean shift quantization puts on each output channel.
 
-Rounding a layer's weights (and its input) moves the mean of each output channel:
-``E[f(x_q, W_q)] != E[f(x, W)]``. Measured on the calibration data, that shift is
+Rounding a layer's weights moves the mean of each output channel:
+``E[f(x, W_q)] != E[f(x, W)]``. Measured on the calibration data, that shift is
 subtracted from the layer's bias (a zero bias is added where the layer had none), so
-the quantized layer's output has the float layer's mean again. Layers are corrected in
-execution order, each measured with the layers before it already corrected (the
-empirical variant of Nagel et al. 2019; NNCF's fast bias correction is the one-pass
-version of the same idea). Runs after ``calibrate``; the float reference is the model
-before any weight-rounding algorithm (``adaround``, ``gptq``) changed it.
+the quantized layer's output has the float layer's mean again. By default all layers
+are measured in one pass on float inputs (NNCF's fast bias correction);
+``sequential=true`` is the empirical variant of Nagel et al. 2019: layers corrected in
+execution order, each measured in the quantized model (``E[f(x_q, W_q)]``) with the
+layers before it already corrected, which also cancels what activation rounding shifts.
+
+Runs after ``calibrate``; the float reference is the model before any weight-rounding
+algorithm (``adaround``, ``gptq``) changed it.
 """
 
 from __future__ import annotations
@@ -45,11 +48,13 @@ def output_means(
     *,
     quantize: bool,
     batches: int,
+    float_inputs: bool = False,
 ) -> list[Tensor]:
     """Each layer's per-channel output mean on the calibration data.
 
-    With ``quantize`` the layer reads its input as the quantized model produces it and
-    computes with its fake-quantized weight; otherwise everything is float.
+    With ``quantize`` the layer computes with its fake-quantized weight and reads its
+    input as the quantized model produces it (as the float model does with
+    ``float_inputs``); otherwise everything is float.
     """
     sums: list[Tensor | None] = [None] * len(layers)
     count = 0
@@ -59,7 +64,11 @@ def output_means(
         spec = layer.spec
         weights.append(fake_quantized(weight, spec) if quantize and spec is not None else weight)
     for seen in stream(
-        graph, context, [layer.input_value for layer in layers], quantize=quantize, batches=batches
+        graph,
+        context,
+        [layer.input_value for layer in layers],
+        quantize=quantize and not float_inputs,
+        batches=batches,
     ):
         count += 1
         for i, layer in enumerate(layers):
@@ -87,6 +96,11 @@ class BiasCorrection(Pass):
     name: ClassVar[str] = "bias-correction"
     summary: ClassVar[str] = "correct the mean output shift of quantized layers (calibration data)"
 
+    #: ``false`` (default): every layer's weight-rounding shift, measured on float inputs
+    #: in one pass (NNCF's fast bias correction). ``true``: each layer measured in the
+    #: quantized model after correcting the layers before it (one pass over the data per
+    #: layer; also cancels the shift activation rounding causes).
+    sequential: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     #: Calibration batches measured (default: the settings' ``stats_steps``).
     batches: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(1))
@@ -108,15 +122,20 @@ class BiasCorrection(Pass):
         before = mean_abs_shift(
             output_means(graph, context, targets, quantize=True, batches=batches), reference
         )
-        corrected = []
-        for i, layer in enumerate(progress(targets, "Bias correction", total=len(targets))):
-            (measured,) = output_means(graph, context, [layer], quantize=True, batches=batches)
-            layer = ensure_bias(graph, layer)
-            bias = layer.bias(graph)
-            assert bias is not None
-            shift = (measured - reference[i]).to(bias.device)
-            set_tensor(graph, layer.bias_ref or "", bias.detach() - shift)
-            corrected.append(layer)
+        if self.sequential:
+            corrected = [
+                self._correct(graph, layer, reference[i], context, batches)
+                for i, layer in enumerate(progress(targets, "Bias correction", total=len(targets)))
+            ]
+        else:
+            with float_reference(graph, context):
+                measured = output_means(
+                    graph, context, targets, quantize=True, batches=batches, float_inputs=True
+                )
+            corrected = [
+                self._correct(graph, layer, reference[i], context, batches, measured[i])
+                for i, layer in enumerate(targets)
+            ]
         after = mean_abs_shift(
             output_means(graph, context, corrected, quantize=True, batches=batches), reference
         )
@@ -129,3 +148,21 @@ class BiasCorrection(Pass):
             True,
             {"layers": len(corrected), "shift_before": before, "shift_after": after},
         )
+
+    def _correct(
+        self,
+        graph: Graph,
+        layer: Layer,
+        reference: Tensor,
+        context: QuantContext,
+        batches: int,
+        measured: Tensor | None = None,
+    ) -> Layer:
+        """Subtract ``layer``'s output-mean shift (measured now unless given) from its bias."""
+        if measured is None:
+            (measured,) = output_means(graph, context, [layer], quantize=True, batches=batches)
+        layer = ensure_bias(graph, layer)
+        bias = layer.bias(graph)
+        assert bias is not None and layer.bias_ref is not None
+        set_tensor(graph, layer.bias_ref, bias.detach() - (measured - reference).to(bias.device))
+        return layer
