@@ -94,6 +94,7 @@ class AdaRound(Pass):
 
     name: ClassVar[str] = "adaround"
     summary: ClassVar[str] = "learned up/down weight rounding on calibration data (after ptq)"
+    stage: ClassVar[str] = "after-calibration"
 
     #: Optimisation steps per layer.
     iterations: int = attrs.field(

@@ -95,6 +95,7 @@ class BiasCorrection(Pass):
 
     name: ClassVar[str] = "bias-correction"
     summary: ClassVar[str] = "correct the mean output shift of quantized layers (calibration data)"
+    stage: ClassVar[str] = "after-calibration"
 
     #: ``false`` (default): every layer's weight-rounding shift, measured on float inputs
     #: in one pass (NNCF's fast bias correction). ``true``: each layer measured in the

@@ -180,6 +180,7 @@ class CrossLayerEqualization(Pass):
 
     name: ClassVar[str] = "cle"
     summary: ClassVar[str] = "cross-layer equalization and high-bias absorption (before ptq)"
+    stage: ClassVar[str] = "before-calibration"
 
     #: Rounds over all pairs (chains of three or more layers need several).
     iterations: int = attrs.field(default=20, validator=attrs.validators.ge(1))
