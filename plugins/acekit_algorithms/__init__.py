@@ -18,6 +18,7 @@ def acekit_register_passes(registry: Registrar) -> None:
     from acekit_algorithms.adaround import AdaRound
     from acekit_algorithms.bias_correction import BiasCorrection
     from acekit_algorithms.cle import CrossLayerEqualization
+    from acekit_algorithms.gptq import Gptq
 
-    for pass_cls in (CrossLayerEqualization, AdaRound, BiasCorrection):
+    for pass_cls in (CrossLayerEqualization, AdaRound, Gptq, BiasCorrection):
         registry.add_pass(pass_cls)

@@ -69,7 +69,7 @@ def layer_data(graph: Graph, context: QuantContext, layer: Layer, batches: int) 
         for seen in stream(graph, context, [layer.input_value], quantize=True, batches=batches)
     ]
     weight = original(context, graph, layer.weight_ref).detach()
-    bias = layer.bias(graph)
+    bias = None if layer.bias_ref is None else original(context, graph, layer.bias_ref)
     targets = []
     with float_reference(graph, context):
         for seen in stream(graph, context, [layer.input_value], quantize=False, batches=batches):

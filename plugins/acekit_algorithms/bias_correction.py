@@ -15,6 +15,7 @@ algorithm (``adaround``, ``gptq``) changed it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -36,7 +37,7 @@ from acekit_algorithms.layers import (
     set_tensor,
     stream,
 )
-from acekit_algorithms.originals import float_reference
+from acekit_algorithms.originals import float_reference, original, remember
 
 log = get_logger(__name__)
 
@@ -45,42 +46,44 @@ def output_means(
     graph: Graph,
     context: QuantContext,
     layers: Sequence[Layer],
+    weights: Sequence[Tensor],
     *,
-    quantize: bool,
+    quantized_inputs: bool,
     batches: int,
-    float_inputs: bool = False,
 ) -> list[Tensor]:
-    """Each layer's per-channel output mean on the calibration data.
+    """Each layer's per-channel output mean on the calibration data with ``weights``.
 
-    With ``quantize`` the layer computes with its fake-quantized weight and reads its
-    input as the quantized model produces it (as the float model does with
-    ``float_inputs``); otherwise everything is float.
+    The layers read their inputs as the quantized model produces them with
+    ``quantized_inputs``, else as the float model (before any rounding algorithm) does.
     """
     sums: list[Tensor | None] = [None] * len(layers)
     count = 0
-    weights = []
-    for layer in layers:
-        weight = layer.weight(graph).detach()
-        spec = layer.spec
-        weights.append(fake_quantized(weight, spec) if quantize and spec is not None else weight)
-    for seen in stream(
-        graph,
-        context,
-        [layer.input_value for layer in layers],
-        quantize=quantize and not float_inputs,
-        batches=batches,
-    ):
-        count += 1
-        for i, layer in enumerate(layers):
-            x = seen[layer.input_value.name]
-            weight = weights[i].to(x.device)
-            bias = layer.bias(graph)
-            mean = layer.channel_mean(
-                layer.forward(x, weight, None if bias is None else bias.detach().to(x.device))
-            )
-            total = sums[i]
-            sums[i] = mean if total is None else total + mean
+    values = [layer.input_value for layer in layers]
+    scope = contextlib.nullcontext() if quantized_inputs else float_reference(graph, context)
+    biases = [layer.bias(graph) for layer in layers]
+    with scope:
+        for seen in stream(graph, context, values, quantize=quantized_inputs, batches=batches):
+            count += 1
+            for i, layer in enumerate(layers):
+                x = seen[layer.input_value.name]
+                bias = biases[i]
+                out = layer.forward(
+                    x, weights[i].to(x.device), None if bias is None else bias.detach().to(x.device)
+                )
+                mean = layer.channel_mean(out)
+                total = sums[i]
+                sums[i] = mean if total is None else total + mean
     return [total / count for total in sums if total is not None]
+
+
+def quantized_weights(graph: Graph, layers: Sequence[Layer]) -> list[Tensor]:
+    """The layers' weights as they compute quantized (fake-quantized with their specs)."""
+    found = []
+    for layer in layers:
+        spec = layer.spec
+        assert spec is not None
+        found.append(fake_quantized(layer.weight(graph).detach(), spec))
+    return found
 
 
 def mean_abs_shift(quantized: Sequence[Tensor], reference: Sequence[Tensor]) -> float:
@@ -118,28 +121,29 @@ class BiasCorrection(Pass):
             log.info(f"Bias correction: did nothing: {reason}")
             return PassResult(graph, False, {"layers": 0})
         batches = calibration_batches(context, self.batches)
-        with float_reference(graph, context):
-            reference = output_means(graph, context, targets, quantize=False, batches=batches)
-        before = mean_abs_shift(
-            output_means(graph, context, targets, quantize=True, batches=batches), reference
+        originals = [original(context, graph, layer.weight_ref).detach() for layer in targets]
+        reference = output_means(
+            graph, context, targets, originals, quantized_inputs=False, batches=batches
         )
-        if self.sequential:
-            corrected = [
-                self._correct(graph, layer, reference[i], context, batches)
-                for i, layer in enumerate(progress(targets, "Bias correction", total=len(targets)))
-            ]
-        else:
-            with float_reference(graph, context):
-                measured = output_means(
-                    graph, context, targets, quantize=True, batches=batches, float_inputs=True
-                )
-            corrected = [
-                self._correct(graph, layer, reference[i], context, batches, measured[i])
-                for i, layer in enumerate(targets)
-            ]
-        after = mean_abs_shift(
-            output_means(graph, context, corrected, quantize=True, batches=batches), reference
-        )
+
+        def measure(layers: Sequence[Layer]) -> list[Tensor]:
+            return output_means(
+                graph,
+                context,
+                layers,
+                quantized_weights(graph, layers),
+                quantized_inputs=self.sequential,
+                batches=batches,
+            )
+
+        measured = measure(targets)
+        before = mean_abs_shift(measured, reference)
+        corrected = []
+        for i, layer in enumerate(progress(targets, "Bias correction", total=len(targets))):
+            # Sequential: measured with the layers before it corrected.
+            (shift,) = measure([layer]) if self.sequential else (measured[i],)
+            corrected.append(_correct(graph, context, layer, shift - reference[i]))
+        after = mean_abs_shift(measure(corrected), reference)
         log.info(
             f"Bias correction: {len(corrected)} layers, mean |shift| {before:.3g} -> {after:.3g}",
             pass_name=self.name,
@@ -150,20 +154,12 @@ class BiasCorrection(Pass):
             {"layers": len(corrected), "shift_before": before, "shift_after": after},
         )
 
-    def _correct(
-        self,
-        graph: Graph,
-        layer: Layer,
-        reference: Tensor,
-        context: QuantContext,
-        batches: int,
-        measured: Tensor | None = None,
-    ) -> Layer:
-        """Subtract ``layer``'s output-mean shift (measured now unless given) from its bias."""
-        if measured is None:
-            (measured,) = output_means(graph, context, [layer], quantize=True, batches=batches)
-        layer = ensure_bias(graph, layer)
-        bias = layer.bias(graph)
-        assert bias is not None and layer.bias_ref is not None
-        set_tensor(graph, layer.bias_ref, bias.detach() - (measured - reference).to(bias.device))
-        return layer
+
+def _correct(graph: Graph, context: QuantContext, layer: Layer, shift: Tensor) -> Layer:
+    """Subtract ``shift`` from ``layer``'s bias (added as zeros where it has none)."""
+    layer = ensure_bias(graph, layer)
+    bias = layer.bias(graph)
+    assert bias is not None and layer.bias_ref is not None
+    remember(context, layer.bias_ref, bias)
+    set_tensor(graph, layer.bias_ref, bias.detach() - shift.to(bias.device))
+    return layer

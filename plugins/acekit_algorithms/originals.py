@@ -1,9 +1,9 @@
-"""The float weights from before a rounding algorithm changed them.
+"""The float weights and biases from before an algorithm changed them.
 
-``adaround`` and ``gptq`` express their rounding as weights moved onto the integer grid,
-so the graph no longer holds the float model. Algorithms that compare against the float
-model (``bias-correction``, a later ``adaround``) find the original weights here: the
-first algorithm to change a weight records it in the run's notes.
+``adaround`` and ``gptq`` express their rounding as weights moved onto the integer grid
+and ``bias-correction`` moves biases, so the graph no longer holds the float model.
+Algorithms that compare against the float model find the original tensors here: the
+first algorithm to change a tensor after calibration records it in the run's notes.
 """
 
 from __future__ import annotations
