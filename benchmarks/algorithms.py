@@ -1,0 +1,109 @@
+"""Post-training algorithms on real data: round-to-nearest against each algorithm.
+
+The digits CNN of ``examples/digits_qat.py`` (scikit-learn's real 8x8 handwritten
+digits, the example's fixed 70/30 split and training) is quantized at W8A8, W4A8 and
+W3A8 with acekit's plain PTQ (observers + round-to-nearest: the baseline row) and with
+each algorithm of ``plugins/acekit_algorithms``, calibrated on 16 batches of 32
+training images; each row gives the test accuracy in the torch simulation and in ONNX
+Runtime, and the compile time (parse, algorithms, calibration) on this machine.
+
+Run: ``.venv/bin/python -m benchmarks.algorithms [--write-docs]`` (a few minutes on 2
+cores). ``--write-docs`` writes the table into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+import acekit
+from acekit.settings import GlobalQuantizationSettings, Settings, TrainingSettings
+from benchmarks.common import machine, today, versions, write_section
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+from digits_qat import SEED, DigitsNet, accuracy, deployed_accuracy, digits, train
+
+#: (row label, algorithms spec; "" is plain round-to-nearest PTQ).
+VARIANTS = (
+    ("round-to-nearest (baseline)", ""),
+    ("bias-correction (fast, default)", "bias-correction"),
+    ("bias-correction{sequential=true}", "bias-correction{sequential=true}"),
+    ("cle + bias-correction", "cle,bias-correction"),
+    ("adaround", "adaround"),
+    ("gptq", "gptq"),
+    ("gptq + bias-correction", "gptq,bias-correction"),
+)
+BITS = (8, 4, 3)
+
+
+def compile_digits(
+    model: torch.nn.Module, train_data: object, bits: int, algorithms: str, logs: Path
+) -> tuple[acekit.QuantizedModule, float]:
+    """``acekit.compile`` of the digits CNN at ``bits``-bit weights with ``algorithms``."""
+    settings = Settings(
+        training=TrainingSettings(stats_steps=16, random_seed=SEED),
+        quantization=GlobalQuantizationSettings(weights_num_bits=bits, algorithms=algorithms),
+    )
+    images = train_data.tensors[0]  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    qm = acekit.compile(
+        model,
+        settings=settings,
+        example_inputs=(images[:1],),
+        calibration_inputs=DataLoader(train_data, batch_size=32),  # type: ignore[arg-type]
+        logs_dir=str(logs),
+    )
+    return qm, time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train the digits CNN, quantize it every way, print (and write) the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    torch.manual_seed(SEED)
+    train_data, test_data = digits()
+    model = DigitsNet()
+    train(model, train_data, epochs=30, lr=3e-3)
+    fp32 = accuracy(model, test_data)
+    lines = [
+        f"Measured {today()} on {machine()}; {versions()}.",
+        "Digits CNN of `examples/digits_qat.py` (scikit-learn `load_digits`, real 8x8 "
+        "handwritten digits, stratified 70/30 split, seed 0), calibrated on 16 batches of "
+        "32 training images, accuracy on the 540 test images; `python -m "
+        "benchmarks.algorithms`. Seconds: the whole `acekit.compile` (parse, algorithms, "
+        "calibration) on 2 cores. No training anywhere.",
+        "",
+        f"FP32: {fp32:.2f} %",
+        "",
+        "| weights | algorithms | accuracy (torch) | accuracy (ONNX Runtime) | vs FP32 | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory(prefix="acekit-algorithms-") as scratch:
+        folder = Path(scratch)
+        for bits in BITS:
+            for label, spec in VARIANTS:
+                qm, seconds = compile_digits(model, train_data, bits, spec, folder / "logs")
+                simulated = accuracy(qm, test_data)
+                deployed = deployed_accuracy(qm, test_data, folder)
+                row = (
+                    f"| W{bits}A8 | {label} | {simulated:.2f} % | {deployed:.2f} % | "
+                    f"{simulated - fp32:+.2f} | {seconds:.1f} |"
+                )
+                print(row, flush=True)
+                lines.append(row)
+    body = "\n".join(lines)
+    print(body)
+    if args.write_docs:
+        write_section("Post-training algorithms on real data (digits)", body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
