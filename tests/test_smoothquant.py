@@ -67,10 +67,10 @@ def test_smoothquant_keeps_fp32_and_flattens_channel_maxima(tmp_path: Path) -> N
 
 
 def test_smoothquant_without_outliers_leaves_the_norm(tmp_path: Path) -> None:
-    model = PreNormMlp()
+    flat = PreNormMlp()
     with torch.no_grad():
-        model.norm.weight.fill_(1.0)
-    model = trained_like(model, SHAPE)
+        flat.norm.weight.fill_(1.0)
+    model = trained_like(flat, SHAPE)
     data = [torch.randn(*SHAPE)]
     compile_with(model, data, "cleanup,smoothquant", tmp_path)
     log = next(tmp_path.rglob("*.log")).read_text()
