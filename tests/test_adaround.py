@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,38 @@ def test_adaround_rounds_within_one_step_and_reconstructs_better(
 def test_adaround_options_are_checked_when_the_pipeline_is_built() -> None:
     with pytest.raises(ValueError, match="iterations"):
         Pipeline.from_spec("adaround{iterations=0}")
+
+
+def test_rounded_weights_start_quantization_aware_training(tmp_path: Path) -> None:
+    from tests.quant_support import TinyEncoder
+
+    model = trained_like(TinyEncoder(), (4, 6, 32))
+    data = [torch.randn(4, 6, 32) for _ in range(2)]
+    qm = compile_with(
+        model,
+        data,
+        "cleanup,ptq,adaround{iterations=20},bias-correction",
+        tmp_path,
+        weights_bits=4,
+        quantization_algorithm="qat",
+    )
+    head = qm.graph.node("head")
+    spec = head.inputs[1].quant
+    assert spec is not None and spec.scale is not None
+    weight = qm.graph.tensors["head.weight"].detach()
+    grid = weight / torch.tensor(spec.scale).reshape(-1, 1)
+    torch.testing.assert_close(grid, grid.round(), rtol=0, atol=1e-3)
+    optimizer = torch.optim.SGD(qm.parameters(), lr=1e-3)
+    qm.train()
+    x = torch.randn(4, 6, 32)
+    with torch.no_grad():
+        target = model(x)
+    before = {name: p.detach().clone() for name, p in qm.named_parameters()}
+    for _ in range(2):
+        loss = F.mse_loss(qm(x), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        assert math.isfinite(float(loss))
+    moved = [name for name, p in qm.named_parameters() if not torch.equal(p, before[name])]
+    assert any(name.endswith("head.weight") for name in moved), moved
