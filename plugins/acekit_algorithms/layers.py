@@ -9,7 +9,6 @@ so the normal export path writes whatever they decided.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import attrs
 import torch
@@ -210,9 +209,3 @@ def no_data_reason(context: QuantContext | None) -> str | None:
     if context.calibration is None:
         return "no calibration_inputs were given"
     return None
-
-
-def describe(values: Sequence[Any]) -> str:
-    """A short list of names for a log line (the first three, then a count)."""
-    names = [str(v) for v in values]
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
