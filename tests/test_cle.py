@@ -35,12 +35,14 @@ class SeparableNet(nn.Module):
 def separable_net() -> nn.Module:
     """A SeparableNet whose depthwise channels differ in range by 100x, with high biases."""
     model = SeparableNet()
+    trained_like(model, SHAPE)
     conv, norm = model.depthwise[0], model.depthwise[1]
     assert isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
     with torch.no_grad():
+        # After the statistics: folding BatchNorm must not undo the spread.
         conv.weight.mul_(torch.logspace(-1, 1, 16).reshape(16, 1, 1, 1))
         norm.bias.add_(3.0)
-    return trained_like(model, SHAPE)
+    return model
 
 
 @pytest.fixture(scope="module")
