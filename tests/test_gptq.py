@@ -39,7 +39,9 @@ def test_gptq_reconstructs_layer_outputs_better_than_nearest(
 ) -> None:
     model = trained_like(SmallCNN(), SHAPE)
     nearest = compile_with(model, data, "cleanup,ptq", tmp_path, weights_bits=4)
-    rounded = compile_with(model, data, "cleanup,ptq,gptq", tmp_path, weights_bits=4)
+    rounded = compile_with(
+        model, data, "cleanup,ptq,gptq{sequential=true}", tmp_path, weights_bits=4
+    )
     inputs = layer_inputs(rounded.graph, data, quantize=True)
     improved = 0
     for node in rounded.graph.nodes:
@@ -62,6 +64,18 @@ def test_gptq_reconstructs_layer_outputs_better_than_nearest(
         improved += error_gptq < 0.9 * error_nearest
     assert improved >= 3
     assert_deploys_like_simulation(rounded, data[0], tmp_path)
+
+
+def test_one_pass_gptq_lowers_the_model_output_error(
+    data: list[torch.Tensor], tmp_path: Path
+) -> None:
+    model = trained_like(SmallCNN(), SHAPE)
+    nearest = compile_with(model, data, "cleanup,ptq", tmp_path, weights_bits=4)
+    rounded = compile_with(model, data, "cleanup,ptq,gptq", tmp_path, weights_bits=4)
+    x = torch.cat(data)
+    with torch.no_grad():
+        reference = model(x)
+        assert (rounded(x) - reference).norm() < (nearest(x) - reference).norm()
 
 
 def test_gptq_says_how_much_data_a_hessian_needs(tmp_path: Path) -> None:

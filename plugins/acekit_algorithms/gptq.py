@@ -5,8 +5,10 @@ A layer's output error from changing its weight row ``w`` by ``d`` is ``d H d^T`
 the input columns one at a time and spreads each column's rounding error over the
 columns not yet rounded, weighted by the inverse Hessian (through its Cholesky factor,
 in blocks), so later roundings compensate earlier ones. ``H`` is accumulated batch by
-batch from the inputs the quantized model feeds the layer (the layers before it already
-rounded): memory is one ``columns x columns`` matrix per layer. The scales are the
+batch from the inputs the quantized model feeds the layer: memory is one ``columns x
+columns`` matrix per layer. By default one pass over the data collects every layer's
+``H``; ``sequential=true`` collects each after the layers before it were rounded (one
+pass per layer, the paper's order, much slower on deep models). The scales are the
 target's (from ``calibrate``); the result is the weight moved onto the grid, exported
 like any other. A layer keeps round-to-nearest where GPTQ would reconstruct worse.
 
@@ -58,16 +60,25 @@ def input_rows(layer: Layer, x: Tensor) -> Tensor:
     return patches.transpose(1, 2).reshape(-1, patches.shape[1])
 
 
-def hessian(graph: Graph, context: QuantContext, layer: Layer, batches: int) -> tuple[Tensor, int]:
-    """``X^T X / n`` over the layer's quantized-model inputs, and ``n`` (rows seen)."""
-    total: Tensor | None = None
-    rows = 0
-    for seen in stream(graph, context, [layer.input_value], quantize=True, batches=batches):
-        x = input_rows(layer, seen[layer.input_value.name]).double()
-        total = x.T @ x if total is None else total + x.T @ x
-        rows += x.shape[0]
-    assert total is not None
-    return total / max(rows, 1), rows
+def hessians(
+    graph: Graph, context: QuantContext, layers: list[Layer], batches: int
+) -> list[tuple[Tensor, int]]:
+    """``X^T X / n`` of each layer over its quantized-model inputs, and ``n`` (rows seen).
+
+    One pass over the calibration data serves all ``layers``.
+    """
+    totals: list[Tensor | None] = [None] * len(layers)
+    rows = [0] * len(layers)
+    values = [layer.input_value for layer in layers]
+    for seen in stream(graph, context, values, quantize=True, batches=batches):
+        for i, layer in enumerate(layers):
+            x = input_rows(layer, seen[layer.input_value.name]).double()
+            total = totals[i]
+            totals[i] = x.T @ x if total is None else total + x.T @ x
+            rows[i] += x.shape[0]
+    return [
+        (total / max(n, 1), n) for total, n in zip(totals, rows, strict=True) if total is not None
+    ]
 
 
 def _quantize_column(w: Tensor, scale: Tensor, zero: Tensor, spec: QuantSpec) -> Tensor:
@@ -126,6 +137,10 @@ class Gptq(Pass):
     damping: float = attrs.field(
         default=0.01, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
     )
+    #: ``true``: each layer's Hessian from the inputs the layers before it, already
+    #: rounded, produce (one pass over the data per layer, as the paper does);
+    #: ``false`` (default): all Hessians in one pass with the calibrated model's inputs.
+    sequential: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     #: Columns processed together (lazy batch updates).
     block: int = attrs.field(default=128, validator=attrs.validators.ge(1))
 
@@ -147,8 +162,15 @@ class Gptq(Pass):
         before: list[float] = []
         after: list[float] = []
         short = 0
-        for layer in progress(targets, "GPTQ", total=len(targets)):
-            h, rows = hessian(graph, context, layer, batches)
+        # One pass for every layer's Hessian unless each layer must see the rounding of
+        # the layers before it.
+        shared = None if self.sequential else hessians(graph, context, targets, batches)
+        for index, layer in enumerate(progress(targets, "GPTQ", total=len(targets))):
+            h, rows = (
+                shared[index]
+                if shared is not None
+                else hessians(graph, context, [layer], batches)[0]
+            )
             if rows < h.shape[0]:
                 per_batch = max(rows // max(batches, 1), 1)
                 log.info(
