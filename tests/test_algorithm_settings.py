@@ -18,6 +18,11 @@ def test_algorithms_go_around_ptq_by_stage() -> None:
         "cleanup,cle,ptq,adaround{iterations=50},bias-correction"
     )
     assert default_pipeline(Settings()) == "cleanup,ptq,bias-correction"
+    skipping = GlobalQuantizationSettings(automatic_skip_quantization=True)
+    # Bias correction must know which layers auto-skip keeps in float.
+    assert default_pipeline(Settings(quantization=skipping)) == (
+        "cleanup,ptq,auto-skip,bias-correction"
+    )
     none = GlobalQuantizationSettings(algorithms="")
     assert default_pipeline(Settings(quantization=none)) == "cleanup,ptq"
 

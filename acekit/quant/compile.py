@@ -42,15 +42,16 @@ def default_pipeline(settings: Settings) -> str:
 
     For quantization-aware training, ``qat-bn`` runs first so that BatchNorm keeps
     training (``cleanup`` would fold it away). The settings' ``algorithms`` go around
-    ``ptq`` by their stage (:mod:`acekit.quant.algorithms`).
+    ``ptq`` by their stage (:mod:`acekit.quant.algorithms`); ``auto-skip`` comes before
+    the after-calibration ones, which must know which layers stay float.
     """
     qat = settings.quantization.quantization_algorithm is QuantizationAlgorithm.QAT
     before, after = split_algorithms(settings.quantization.algorithms)
-    spec = ",".join(["qat-bn", "cleanup"] if qat else ["cleanup"])
-    spec = ",".join([spec, *before, "ptq", *after])
+    steps = ["qat-bn", "cleanup"] if qat else ["cleanup"]
+    steps += [*before, "ptq"]
     if settings.quantization.automatic_skip_quantization:
-        spec += ",auto-skip"
-    return spec
+        steps.append("auto-skip")
+    return ",".join([*steps, *after])
 
 
 def compile(
