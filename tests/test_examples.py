@@ -32,6 +32,7 @@ def test_digits_qat_meets_its_goals(capsys: pytest.CaptureFixture[str]) -> None:
     fp32 = rows["FP32"][0]
     w8, w4, qat = rows["W8A8 PTQ"], rows["W4A8 PTQ"], rows["W4A8 QAT (6 epochs)"]
     assert w8[0] >= fp32 - 0.5
-    assert qat[0] >= fp32 - 1.0 and qat[0] > w4[0] + 2.0
+    # Bias correction (on by default) keeps 4-bit PTQ within a point of FP32 untrained.
+    assert w4[0] >= fp32 - 1.0 and qat[0] >= fp32 - 1.0
     for simulated, deployed in (w8, w4, qat):
         assert deployed == f"{simulated:.2f} %", "ONNX Runtime and qm(x) disagree"

@@ -41,6 +41,10 @@ class Pass:
     name: ClassVar[str] = ""
     #: One line shown by ``acekit plugins`` and in error messages.
     summary: ClassVar[str] = ""
+    #: Where a post-training algorithm goes in the default pipeline (``"before-calibration"``
+    #: or ``"after-calibration"``), making it nameable in the settings' ``algorithms``;
+    #: empty for every other pass.
+    stage: ClassVar[str] = ""
 
     def requires(self, graph: Graph) -> None:
         """Raise when ``graph`` is not a valid input for this pass (default: accept all)."""

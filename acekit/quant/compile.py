@@ -23,6 +23,7 @@ from acekit.ir.graph import Graph
 from acekit.logging import get_logger, run_logging
 from acekit.passes import Pipeline
 from acekit.plugin import plugin_versions
+from acekit.quant.algorithms import split_algorithms
 from acekit.quant.context import QuantContext, use_context
 from acekit.quant.data import CalibrationData, Select
 from acekit.quant.layers import check_layer_keys
@@ -51,13 +52,17 @@ def default_pipeline(settings: Settings) -> str:
     """The pipeline spec ``compile`` runs when the caller gives none.
 
     For quantization-aware training, ``qat-bn`` runs first so that BatchNorm keeps
-    training (``cleanup`` would fold it away).
+    training (``cleanup`` would fold it away). The settings' ``algorithms`` go around
+    ``ptq`` by their stage (:mod:`acekit.quant.algorithms`); ``auto-skip`` comes before
+    the after-calibration ones, which must know which layers stay float.
     """
     qat = settings.quantization.quantization_algorithm is QuantizationAlgorithm.QAT
-    spec = "qat-bn,cleanup,ptq" if qat else "cleanup,ptq"
+    before, after = split_algorithms(settings.quantization.algorithms)
+    steps = ["qat-bn", "cleanup"] if qat else ["cleanup"]
+    steps += [*before, "ptq"]
     if settings.quantization.automatic_skip_quantization:
-        spec += ",auto-skip"
-    return spec
+        steps.append("auto-skip")
+    return ",".join([*steps, *after])
 
 
 def compile(

@@ -1,0 +1,209 @@
+"""``adaround``: learn whether each weight rounds up or down (Nagel et al. 2020).
+
+Rounding every weight to its nearest grid point is not what keeps a layer's *output*
+closest to float. AdaRound learns, per weight, a soft choice ``h(V)`` in ``[0, 1]``
+between the grid point below (``floor(w / s)``) and the one above, minimising the
+layer's output error on calibration data plus a regulariser that pushes every ``h``
+to 0 or 1 as its sharpness ``beta`` anneals from 20 to 2. The layer reads its input as
+the quantized model produces it (the layers before it already rounded); the target is
+the float layer on the float input. The result is the weight moved onto the chosen grid
+point, so the usual observers, simulation and exports carry it with no special case.
+A layer keeps round-to-nearest where the learned rounding reconstructs worse.
+
+Runs after ``calibrate`` (the weight scales are the target's, from its rules).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+import torch
+from torch import Tensor
+
+from acekit.ir.graph import Graph
+from acekit.logging import get_logger, progress
+from acekit.passes import Pass, PassResult
+from acekit.quant.context import QuantContext, current_context
+from acekit_algorithms.layers import (
+    Layer,
+    broadcast,
+    calibration_batches,
+    no_data_reason,
+    quantized_layers,
+    set_tensor,
+    spec_tensors,
+    stream,
+)
+from acekit_algorithms.originals import float_reference, original, remember
+
+log = get_logger(__name__)
+
+# The rectified sigmoid's stretch (Nagel et al. 2020, eq. 23).
+_ZETA, _GAMMA = 1.1, -0.1
+_BETA_START, _BETA_END = 20.0, 2.0
+
+
+def _soft(v: Tensor) -> Tensor:
+    return torch.clamp(torch.sigmoid(v) * (_ZETA - _GAMMA) + _GAMMA, 0, 1)
+
+
+def _initial_v(rest: Tensor) -> Tensor:
+    """``V`` with ``h(V) = rest``: training starts at the unrounded weight."""
+    p = ((rest - _GAMMA) / (_ZETA - _GAMMA)).clamp(1e-4, 1 - 1e-4)
+    return torch.log(p / (1 - p))
+
+
+@attrs.frozen
+class LayerData:
+    """A layer's calibration inputs (as the quantized model feeds it) and float targets."""
+
+    inputs: Tensor
+    targets: Tensor
+
+
+def layer_data(graph: Graph, context: QuantContext, layer: Layer, batches: int) -> LayerData:
+    """Gather ``layer``'s quantized-model inputs and float outputs over ``batches``."""
+    inputs = [
+        seen[layer.input_value.name]
+        for seen in stream(graph, context, [layer.input_value], quantize=True, batches=batches)
+    ]
+    weight = original(context, graph, layer.weight_ref).detach()
+    bias = None if layer.bias_ref is None else original(context, graph, layer.bias_ref)
+    targets = []
+    with float_reference(graph, context):
+        for seen in stream(graph, context, [layer.input_value], quantize=False, batches=batches):
+            x = seen[layer.input_value.name]
+            b = None if bias is None else bias.detach().to(x.device)
+            targets.append(layer.forward(x, weight.to(x.device), b))
+    return LayerData(torch.cat(inputs), torch.cat(targets))
+
+
+def reconstruction_error(
+    layer: Layer, data: LayerData, weight: Tensor, bias: Tensor | None
+) -> float:
+    """Mean squared error of the layer's output with ``weight`` against the float target."""
+    with torch.no_grad():
+        out = layer.forward(data.inputs, weight.to(data.inputs.device), bias)
+        return float((out - data.targets).pow(2).mean())
+
+
+@attrs.frozen
+class AdaRound(Pass):
+    """Learn each weight's rounding direction to reconstruct layer outputs."""
+
+    name: ClassVar[str] = "adaround"
+    summary: ClassVar[str] = "learned up/down weight rounding on calibration data (after ptq)"
+    stage: ClassVar[str] = "after-calibration"
+
+    #: Optimisation steps per layer.
+    iterations: int = attrs.field(
+        default=1000, validator=[attrs.validators.ge(1), attrs.validators.le(100_000)]
+    )
+    #: Calibration batches whose inputs each layer reconstructs (default: ``stats_steps``).
+    batches: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(1))
+    )
+    #: Samples per optimisation step, drawn from the calibration inputs.
+    batch_size: int = attrs.field(default=32, validator=attrs.validators.ge(1))
+    #: Weight of the regulariser that drives every choice to up or down.
+    regularization: float = attrs.field(default=0.01, validator=attrs.validators.gt(0))
+    learning_rate: float = attrs.field(default=0.01, validator=attrs.validators.gt(0))
+    #: Fraction of the steps spent on reconstruction alone before regularising.
+    warmup: float = attrs.field(
+        default=0.2, validator=[attrs.validators.ge(0), attrs.validators.lt(1)]
+    )
+    seed: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+
+    def run(self, graph: Graph) -> PassResult:
+        """Round every quantized layer in order; stats: layers, mean errors before/after."""
+        context = current_context(self.name)
+        reason = no_data_reason(context)
+        targets = quantized_layers(graph)
+        if reason is None and not targets:
+            reason = "no conv/linear layer has calibrated quantized weights (run it after ptq)"
+        if reason is not None:
+            log.info(f"AdaRound: did nothing: {reason}")
+            return PassResult(graph, False, {"layers": 0})
+        batches = calibration_batches(context, self.batches)
+        generator = torch.Generator().manual_seed(self.seed)
+        before: list[float] = []
+        after: list[float] = []
+        kept = 0
+        for layer in progress(targets, "AdaRound", total=len(targets)):
+            data = layer_data(graph, context, layer, batches)
+            nearest, learned = self._round(graph, context, layer, data, generator)
+            bias = layer.bias(graph)
+            b = None if bias is None else bias.detach().to(data.inputs.device)
+            error_nearest = reconstruction_error(layer, data, nearest, b)
+            error_learned = reconstruction_error(layer, data, learned, b)
+            remember(context, layer.weight_ref, original(context, graph, layer.weight_ref))
+            if error_learned <= error_nearest:
+                set_tensor(graph, layer.weight_ref, learned)
+            else:
+                set_tensor(graph, layer.weight_ref, nearest)
+                kept += 1
+            before.append(error_nearest)
+            after.append(min(error_learned, error_nearest))
+        mean_before, mean_after = sum(before) / len(before), sum(after) / len(after)
+        log.info(
+            f"AdaRound: {len(targets)} layers, output MSE vs float {mean_before:.3g} "
+            f"(nearest) -> {mean_after:.3g}; {kept} kept nearest rounding",
+            pass_name=self.name,
+        )
+        return PassResult(
+            graph,
+            True,
+            {"layers": len(targets), "error_nearest": mean_before, "error_after": mean_after},
+        )
+
+    def _round(
+        self,
+        graph: Graph,
+        context: QuantContext,
+        layer: Layer,
+        data: LayerData,
+        generator: torch.Generator,
+    ) -> tuple[Tensor, Tensor]:
+        """The nearest-rounded and the learned-rounded weight of ``layer``."""
+        spec = layer.spec
+        assert spec is not None
+        weight = original(context, graph, layer.weight_ref).detach().to(data.inputs.device)
+        scale, zero = spec_tensors(spec, weight)
+        scale, zero = broadcast(scale, spec, weight), broadcast(zero.float(), spec, weight)
+        floor = torch.floor(weight / scale)
+        nearest = (
+            torch.clamp(torch.round(weight / scale) + zero, spec.qmin, spec.qmax) - zero
+        ) * scale
+        v = _initial_v(weight / scale - floor).requires_grad_(True)
+        optimizer = torch.optim.Adam([v], lr=self.learning_rate)
+        bias = layer.bias(graph)
+        b = None if bias is None else bias.detach().to(weight.device)
+        warm = int(self.warmup * self.iterations)
+        count = data.inputs.shape[0]
+        with torch.enable_grad():
+            for step in range(self.iterations):
+                pick = torch.randint(count, (min(self.batch_size, count),), generator=generator)
+                pick = pick.to(data.inputs.device)
+                h = _soft(v)
+                q = torch.clamp(floor + h + zero, spec.qmin, spec.qmax)
+                out = layer.forward(data.inputs[pick], (q - zero) * scale, b)
+                loss = _reconstruction(layer, out, data.targets[pick])
+                if step >= warm:
+                    progress_ = (step - warm) / max(self.iterations - warm, 1)
+                    beta = _BETA_END + (_BETA_START - _BETA_END) * (1 - progress_)
+                    loss = loss + self.regularization * (1 - (2 * h - 1).abs().pow(beta)).sum()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        with torch.no_grad():
+            up = (_soft(v) >= 0.5).to(weight.dtype)
+            learned = (torch.clamp(floor + up + zero, spec.qmin, spec.qmax) - zero) * scale
+        return nearest, learned
+
+
+def _reconstruction(layer: Layer, out: Tensor, target: Tensor) -> Tensor:
+    # Squared error summed over channels, averaged over samples and positions (AIMET's
+    # form): it keeps the regulariser's weight comparable across layer widths.
+    channel = -1 if layer.node.op == "linear" else 1
+    return (out - target).pow(2).sum(channel).mean()

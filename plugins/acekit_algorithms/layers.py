@@ -1,0 +1,211 @@
+"""What every algorithm of this plugin needs: the layers, their tensors, their inputs.
+
+A *layer* is a ``conv1d``/``conv2d``/``conv3d``/``linear`` node whose weight is a
+parameter held by the graph and read by no other node (changing it must not change
+another layer). Algorithms change layers only through their weight and bias tensors,
+so the normal export path writes whatever they decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+from acekit.ir.graph import Graph, Node, Value
+from acekit.ir.quant import QuantSpec
+from acekit.quant.context import QuantContext
+from acekit.runtime.codegen import to_module
+from acekit.runtime.fake_quant import fake_quantize
+from acekit.runtime.registry import get_kernel
+
+#: Ops whose weight is input 1 (output channels first) and bias input 2.
+LAYER_OPS = frozenset({"conv1d", "conv2d", "conv3d", "linear"})
+
+
+@attrs.frozen(eq=False)
+class Layer:
+    """One conv or linear node with its parameter refs."""
+
+    node: Node
+    weight_ref: str
+    bias_ref: str | None
+
+    @property
+    def weight_value(self) -> Value:
+        """The weight's edge (where its quant spec lives)."""
+        return self.node.inputs[1]
+
+    @property
+    def input_value(self) -> Value:
+        """The activation the layer reads."""
+        return self.node.inputs[0]
+
+    @property
+    def spec(self) -> QuantSpec | None:
+        """The weight's calibrated, not skipped spec; ``None`` when it stays float."""
+        spec = self.weight_value.quant
+        if spec is None or spec.skip or spec.scale is None:
+            return None
+        return spec
+
+    @property
+    def groups(self) -> int:
+        """The conv's groups (1 for linear)."""
+        return int(self.node.attrs.get("groups", 1))
+
+    def weight(self, graph: Graph) -> Tensor:
+        """The weight tensor held by ``graph``."""
+        return graph.tensors[self.weight_ref]
+
+    def bias(self, graph: Graph) -> Tensor | None:
+        """The bias tensor, or ``None`` when the layer has none."""
+        return None if self.bias_ref is None else graph.tensors[self.bias_ref]
+
+    def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        """The layer's op on ``x`` with the given weight and bias."""
+        attributes = {k: v for k, v in self.node.attrs.items() if k != "training"}
+        return get_kernel(self.node.op).fn(x, weight, bias, **attributes)
+
+    def channel_mean(self, output: Tensor) -> Tensor:
+        """Per-output-channel mean of a layer output (channels: dim 1 of conv, last of linear)."""
+        if self.node.op == "linear":
+            return output.reshape(-1, output.shape[-1]).mean(0)
+        return output.transpose(0, 1).reshape(output.shape[1], -1).mean(1)
+
+
+def _parameter_ref(value: Value) -> str | None:
+    producer = value.producer
+    if producer is None or producer.op != "parameter" or len(value.users) != 1:
+        return None
+    ref = producer.attrs.get("ref")
+    return ref if isinstance(ref, str) else None
+
+
+def layers(graph: Graph) -> list[Layer]:
+    """The graph's layers in execution order (see the module docstring)."""
+    found = []
+    for node in graph.nodes:
+        if node.op not in LAYER_OPS or len(node.inputs) < 2:
+            continue
+        weight_ref = _parameter_ref(node.inputs[1])
+        if weight_ref is None:
+            continue
+        bias_ref = None
+        if len(node.inputs) > 2:
+            bias_ref = _parameter_ref(node.inputs[2])
+            if bias_ref is None:  # a computed or shared bias cannot be changed here
+                continue
+        found.append(Layer(node, weight_ref, bias_ref))
+    return found
+
+
+def quantized_layers(graph: Graph) -> list[Layer]:
+    """The layers whose weight is quantized with a calibrated spec."""
+    return [layer for layer in layers(graph) if layer.spec is not None]
+
+
+def spec_tensors(spec: QuantSpec, like: Tensor) -> tuple[Tensor, Tensor]:
+    """``spec``'s scale and zero point as tensors on ``like``'s device."""
+    assert spec.scale is not None and spec.zero_point is not None
+    scale = torch.tensor(spec.scale, dtype=torch.float32, device=like.device)
+    zero = torch.tensor(spec.zero_point, dtype=torch.int32, device=like.device)
+    return scale, zero
+
+
+def broadcast(values: Tensor, spec: QuantSpec, like: Tensor) -> Tensor:
+    """Per-channel ``values`` shaped to broadcast against ``like`` along ``spec.axis``."""
+    if spec.axis is None:
+        return values.reshape(())
+    shape = [1] * like.dim()
+    shape[spec.axis % like.dim()] = -1
+    return values.reshape(shape)
+
+
+def fake_quantized(tensor: Tensor, spec: QuantSpec) -> Tensor:
+    """``tensor`` rounded to ``spec``'s grid and back, as the generated module does."""
+    scale, zero = spec_tensors(spec, tensor)
+    return fake_quantize(tensor, scale, zero, qmin=spec.qmin, qmax=spec.qmax, axis=spec.axis)
+
+
+def set_tensor(graph: Graph, ref: str, new: Tensor) -> None:
+    """Replace the tensor ``ref`` of ``graph``, keeping its kind (Parameter or not)."""
+    old = graph.tensors[ref]
+    new = new.detach().to(dtype=old.dtype, device=old.device).clone()
+    graph.tensors[ref] = (
+        nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new
+    )
+
+
+def ensure_bias(graph: Graph, layer: Layer) -> Layer:
+    """``layer`` with a bias parameter (zeros added when it had none)."""
+    if layer.bias_ref is not None:
+        return layer
+    weight = layer.weight(graph)
+    base = layer.weight_ref.removesuffix("weight") + "bias"
+    ref = base if base != "bias" else f"{layer.node.name}.bias"
+    for i in range(1, len(graph.tensors) + 2):
+        if ref not in graph.tensors and not graph.has_node(ref):
+            break
+        ref = f"{base}_{i}"
+    zeros = nn.Parameter(torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device))
+    value = graph.add_parameter(ref, zeros, subgraph=layer.node.subgraph)
+    layer.node.set_inputs([*layer.node.inputs[:2], value])
+    return Layer(layer.node, layer.weight_ref, ref)
+
+
+class _Catch(nn.Module):
+    """A tap that hands the tensor it sees to a callback and passes it on."""
+
+    def __init__(self, callback: Callable[[Tensor], None]) -> None:
+        super().__init__()
+        self.callback = callback
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.callback(x.detach())
+        return x
+
+
+def stream(
+    graph: Graph,
+    context: QuantContext,
+    values: Sequence[Value],
+    *,
+    quantize: bool,
+    batches: int,
+) -> Iterator[dict[str, Tensor]]:
+    """For each calibration batch, the tensors of ``values`` (by name) as the model sees them.
+
+    ``quantize`` runs the quantized model (values fake-quantized where calibrated); one
+    batch at a time, so memory does not grow with the data.
+    """
+    assert context.calibration is not None
+    seen: dict[str, Tensor] = {}
+
+    def catcher(name: str) -> _Catch:
+        return _Catch(lambda t: seen.__setitem__(name, t))
+
+    names = {v.name for v in values}
+    module = to_module(graph, quantize=quantize, taps={n: catcher(n) for n in names})
+    module.to(context.device)
+    with torch.no_grad():
+        for batch in context.calibration.batches(limit=batches):
+            seen.clear()
+            module(*(t.to(context.device) for t in batch))
+            yield dict(seen)
+
+
+def calibration_batches(context: QuantContext, wanted: int | None) -> int:
+    """How many batches an algorithm reads: ``wanted``, else the settings' ``stats_steps``."""
+    return wanted if wanted is not None else context.settings.training.stats_steps
+
+
+def no_data_reason(context: QuantContext | None) -> str | None:
+    """Why an algorithm that needs calibration data cannot run, or ``None``."""
+    if context is None:
+        return "it runs inside acekit.compile only"
+    if context.calibration is None:
+        return "no calibration_inputs were given"
+    return None

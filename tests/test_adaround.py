@@ -1,0 +1,115 @@
+"""adaround: rounding within one grid step of nearest, layer outputs reconstructed better."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from acekit.ir.graph import Node
+from acekit.ir.quant import QuantSpec
+from acekit.passes import Pipeline
+from tests.algorithm_support import assert_deploys_like_simulation, compile_with, layer_inputs
+from tests.quant_support import SmallCNN, trained_like
+
+SHAPE = (8, 3, 32, 32)
+PIPELINE = "cleanup,ptq,adaround{iterations=150}"
+
+
+@pytest.fixture(scope="module")
+def data() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(7)
+    return [torch.randn(*SHAPE, generator=generator) for _ in range(2)]
+
+
+def _grid(weight: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    scale = torch.tensor(spec.scale).reshape(-1, *([1] * (weight.dim() - 1)))
+    return weight / scale
+
+
+def _apply(node: Node, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    if node.op == "linear":
+        return F.linear(x, weight, bias)
+    attributes = {k: node.attrs[k] for k in ("stride", "padding", "dilation", "groups")}
+    return F.conv2d(x, weight, bias, **attributes)
+
+
+def test_adaround_rounds_within_one_step_and_reconstructs_better(
+    data: list[torch.Tensor], tmp_path: Path
+) -> None:
+    model = trained_like(SmallCNN(), SHAPE)
+    nearest = compile_with(model, data, "cleanup,ptq", tmp_path, weights_bits=4)
+    rounded = compile_with(model, data, PIPELINE, tmp_path, weights_bits=4)
+    float_inputs = layer_inputs(nearest.graph, data, quantize=False)
+    quant_inputs = layer_inputs(rounded.graph, data, quantize=True)
+    changed = 0
+    for node in rounded.graph.nodes:
+        if node.op not in ("conv2d", "linear"):
+            continue
+        weight_value = node.inputs[1]
+        spec = weight_value.quant
+        assert spec is not None and spec.scale is not None
+        ref = str(weight_value.producer.attrs["ref"]) if weight_value.producer else ""
+        original = nearest.graph.tensors[ref].detach()
+        learned = rounded.graph.tensors[ref].detach()
+        grid = _grid(learned, spec)
+        # On the grid, and at most one step from round-to-nearest.
+        torch.testing.assert_close(grid, grid.round(), rtol=0, atol=1e-3)
+        assert (grid.round() - _grid(original, spec).round()).abs().max() <= 1
+        changed += int((grid.round() != _grid(original, spec).round()).sum())
+        scale = torch.tensor(spec.scale).reshape(-1, *([1] * (original.dim() - 1)))
+        nearest_weight = torch.clamp((original / scale).round(), spec.qmin, spec.qmax) * scale
+        bias = rounded.graph.tensors[str(node.inputs[2].producer.attrs["ref"])].detach()
+        target = _apply(node, float_inputs[node.name], original, bias)
+        x = quant_inputs[node.name]
+        error_learned = float((_apply(node, x, learned, bias) - target).pow(2).mean())
+        error_nearest = float((_apply(node, x, nearest_weight, bias) - target).pow(2).mean())
+        assert error_learned <= error_nearest * (1 + 1e-5)
+    assert changed > 0
+    x = torch.randn(*SHAPE)
+    with torch.no_grad():
+        assert (rounded(x) - model(x)).norm() < (nearest(x) - model(x)).norm()
+    assert_deploys_like_simulation(rounded, x, tmp_path)
+
+
+def test_adaround_options_are_checked_when_the_pipeline_is_built() -> None:
+    with pytest.raises(ValueError, match="iterations"):
+        Pipeline.from_spec("adaround{iterations=0}")
+
+
+def test_rounded_weights_start_quantization_aware_training(tmp_path: Path) -> None:
+    from tests.quant_support import TinyEncoder
+
+    model = trained_like(TinyEncoder(), (4, 6, 32))
+    data = [torch.randn(4, 6, 32) for _ in range(2)]
+    qm = compile_with(
+        model,
+        data,
+        "cleanup,ptq,adaround{iterations=20},bias-correction",
+        tmp_path,
+        weights_bits=4,
+        quantization_algorithm="qat",
+    )
+    head = qm.graph.node("head")
+    spec = head.inputs[1].quant
+    assert spec is not None and spec.scale is not None
+    weight = qm.graph.tensors["head.weight"].detach()
+    grid = weight / torch.tensor(spec.scale).reshape(-1, 1)
+    torch.testing.assert_close(grid, grid.round(), rtol=0, atol=1e-3)
+    optimizer = torch.optim.SGD(qm.parameters(), lr=1e-3)
+    qm.train()
+    x = torch.randn(4, 6, 32)
+    with torch.no_grad():
+        target = model(x)
+    before = {name: p.detach().clone() for name, p in qm.named_parameters()}
+    for _ in range(2):
+        loss = F.mse_loss(qm(x), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        assert math.isfinite(float(loss))
+    moved = [name for name, p in qm.named_parameters() if not torch.equal(p, before[name])]
+    assert any(name.endswith("head.weight") for name in moved), moved

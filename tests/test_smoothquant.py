@@ -1,0 +1,78 @@
+"""smoothquant: the float function is unchanged and activation channel maxima flatten."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from acekit.ir.graph import Graph
+from tests.algorithm_support import Keep, assert_deploys_like_simulation, compile_with
+from tests.quant_support import trained_like
+
+SHAPE = (4, 6, 32)
+
+
+class PreNormMlp(nn.Module):
+    """A pre-norm MLP block whose LayerNorm output has three outlier channels."""
+
+    def __init__(self, dim: int = 32) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.up = nn.Linear(dim, 4 * dim)
+        self.down = nn.Linear(4 * dim, dim)
+        self.head = nn.Linear(dim, 5)
+        with torch.no_grad():
+            self.norm.weight[:3] *= 40.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.down(torch.relu(self.up(self.norm(x))))
+        return self.head(x[:, 0])
+
+
+def _norm_output_max(graph: Graph, data: list[torch.Tensor]) -> torch.Tensor:
+    from acekit.runtime.codegen import to_module
+
+    (norm,) = [n for n in graph.nodes if n.op == "layer_norm"]
+    tap = Keep()
+    module = to_module(graph, taps={norm.outputs[0].name: tap})
+    with torch.no_grad():
+        for batch in data:
+            module(batch)
+    return torch.cat([t.reshape(-1, t.shape[-1]) for t in tap.seen]).abs().amax(0)
+
+
+def test_smoothquant_keeps_fp32_and_flattens_channel_maxima(tmp_path: Path) -> None:
+    model = trained_like(PreNormMlp(), SHAPE)
+    generator = torch.Generator().manual_seed(2)
+    data = [torch.randn(*SHAPE, generator=generator) for _ in range(3)]
+    plain = compile_with(model, data, "cleanup", tmp_path / "a")
+    smoothed = compile_with(model, data, "cleanup,smoothquant", tmp_path / "b")
+    x = torch.randn(*SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(smoothed(x), model(x), rtol=1e-4, atol=1e-5)
+    before, after = _norm_output_max(plain.graph, data), _norm_output_max(smoothed.graph, data)
+    assert before.max() / before.median() > 10
+    assert after.max() / after.median() < (before.max() / before.median()) / 3
+    assert (
+        "SmoothQuant: 1 of 1 LayerNorms smoothed"
+        in next((tmp_path / "b").rglob("*.log")).read_text()
+    )
+    nearest = compile_with(model, data, "cleanup,ptq", tmp_path / "c")
+    quantized = compile_with(model, data, "cleanup,smoothquant,ptq", tmp_path / "d")
+    with torch.no_grad():
+        assert (quantized(x) - model(x)).norm() < (nearest(x) - model(x)).norm()
+    assert_deploys_like_simulation(quantized, x, tmp_path)
+
+
+def test_smoothquant_without_outliers_leaves_the_norm(tmp_path: Path) -> None:
+    flat = PreNormMlp()
+    with torch.no_grad():
+        flat.norm.weight.fill_(1.0)
+    model = trained_like(flat, SHAPE)
+    data = [torch.randn(*SHAPE)]
+    compile_with(model, data, "cleanup,smoothquant", tmp_path)
+    log = next(tmp_path.rglob("*.log")).read_text()
+    assert "left as is: channel max spread" in log
+    assert "SmoothQuant: 0 of 1 LayerNorms smoothed" in log
