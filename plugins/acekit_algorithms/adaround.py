@@ -26,6 +26,7 @@ from acekit.logging import get_logger, progress
 from acekit.passes import Pass, PassResult
 from acekit.quant.context import QuantContext, current_context
 from acekit_algorithms.layers import (
+    CalibrationReader,
     Layer,
     broadcast,
     calibration_batches,
@@ -89,7 +90,7 @@ def reconstruction_error(
 
 
 @attrs.frozen
-class AdaRound(Pass):
+class AdaRound(CalibrationReader, Pass):
     """Learn each weight's rounding direction to reconstruct layer outputs."""
 
     name: ClassVar[str] = "adaround"

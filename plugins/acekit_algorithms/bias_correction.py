@@ -28,6 +28,7 @@ from acekit.logging import get_logger, progress
 from acekit.passes import Pass, PassResult
 from acekit.quant.context import QuantContext, current_context
 from acekit_algorithms.layers import (
+    CalibrationReader,
     Layer,
     calibration_batches,
     ensure_bias,
@@ -93,7 +94,7 @@ def mean_abs_shift(quantized: Sequence[Tensor], reference: Sequence[Tensor]) -> 
 
 
 @attrs.frozen
-class BiasCorrection(Pass):
+class BiasCorrection(CalibrationReader, Pass):
     """Subtract each quantized layer's measured output-mean shift from its bias."""
 
     name: ClassVar[str] = "bias-correction"

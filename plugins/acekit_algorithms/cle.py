@@ -31,6 +31,7 @@ from acekit.logging import get_logger
 from acekit.passes import Pass, PassResult
 from acekit.quant.context import current_context
 from acekit_algorithms.layers import (
+    CalibrationReader,
     Layer,
     calibration_batches,
     ensure_bias,
@@ -175,7 +176,7 @@ def _absorb(graph: Graph, pair: Pair, low: Tensor) -> float:
 
 
 @attrs.frozen
-class CrossLayerEqualization(Pass):
+class CrossLayerEqualization(CalibrationReader, Pass):
     """Equalize the weight ranges of layer pairs across ReLUs; absorb high biases."""
 
     name: ClassVar[str] = "cle"

@@ -30,6 +30,7 @@ from acekit.logging import get_logger, progress
 from acekit.passes import Pass, PassResult
 from acekit.quant.context import QuantContext, current_context
 from acekit_algorithms.layers import (
+    CalibrationReader,
     Layer,
     calibration_batches,
     no_data_reason,
@@ -122,7 +123,7 @@ def output_error(delta: Tensor, h: Tensor) -> float:
 
 
 @attrs.frozen
-class Gptq(Pass):
+class Gptq(CalibrationReader, Pass):
     """Round weights column by column, feeding each error forward through ``H^-1``."""
 
     name: ClassVar[str] = "gptq"

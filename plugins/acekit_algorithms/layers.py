@@ -20,6 +20,7 @@ from acekit.quant.context import QuantContext
 from acekit.runtime.codegen import to_module
 from acekit.runtime.fake_quant import fake_quantize
 from acekit.runtime.registry import get_kernel
+from acekit.settings import Settings
 
 #: Ops whose weight is input 1 (output channels first) and bias input 2.
 LAYER_OPS = frozenset({"conv1d", "conv2d", "conv3d", "linear"})
@@ -195,6 +196,20 @@ def stream(
             seen.clear()
             module(*(t.to(context.device) for t in batch))
             yield dict(seen)
+
+
+class CalibrationReader:
+    """Mixin for an algorithm pass that reads ``batches`` calibration batches.
+
+    ``acekit.compile`` asks each reader how many batches it needs, so that a one-shot
+    source (a generator) keeps enough of them to replay for every later reader.
+    """
+
+    batches: int | None
+
+    def calibration_batches(self, settings: Settings) -> int:
+        """How many calibration batches the pass reads: ``batches``, else ``stats_steps``."""
+        return self.batches if self.batches is not None else settings.training.stats_steps
 
 
 def calibration_batches(context: QuantContext, wanted: int | None) -> int:

@@ -31,7 +31,7 @@ from acekit.logging import get_logger, progress
 from acekit.passes import Pass, PassResult
 from acekit.quant.context import QuantContext, current_context
 from acekit.runtime.codegen import to_module
-from acekit_algorithms.layers import Layer, no_data_reason, quantized_layers
+from acekit_algorithms.layers import CalibrationReader, Layer, no_data_reason, quantized_layers
 
 log = get_logger(__name__)
 
@@ -89,7 +89,7 @@ def _alone(graph: Graph, layer: Layer, spec: QuantSpec) -> Iterator[None]:
 
 
 @attrs.frozen
-class MixedPrecision(Pass):
+class MixedPrecision(CalibrationReader, Pass):
     """Choose each layer's weight width (or float) to fit a size budget."""
 
     name: ClassVar[str] = "mixed-precision"

@@ -29,7 +29,14 @@ from acekit.ir.quant import QuantSpec
 from acekit.logging import get_logger
 from acekit.passes import Pass, PassResult
 from acekit.quant.context import QuantContext, current_context
-from acekit_algorithms.layers import Layer, layers, no_data_reason, set_tensor, stream
+from acekit_algorithms.layers import (
+    CalibrationReader,
+    Layer,
+    layers,
+    no_data_reason,
+    set_tensor,
+    stream,
+)
 
 log = get_logger(__name__)
 
@@ -100,7 +107,7 @@ def _channel_max(x: Tensor) -> Tensor:
 
 
 @attrs.frozen
-class SmoothQuant(Pass):
+class SmoothQuant(CalibrationReader, Pass):
     """Scale LayerNorm outputs down and the linear weights reading them up."""
 
     name: ClassVar[str] = "smoothquant"

@@ -183,7 +183,12 @@ def test_calibration_memory_is_flat_from_20_to_200_batches(cnn: SmallCNN, tmp_pa
             rss[index] = _rss_bytes()
             yield torch.randn(*shape, generator=generator)
 
-    settings = Settings(training=TrainingSettings(stats_steps=200))
+    # Calibration alone: a post-training algorithm that reads the data again (the default
+    # bias correction) makes a one-shot source keep the batches it will replay.
+    settings = Settings(
+        training=TrainingSettings(stats_steps=200),
+        quantization=GlobalQuantizationSettings(algorithms=""),
+    )
     qm = acekit.compile(
         cnn, example_inputs=(torch.zeros(shape),), calibration_inputs=stream(200),
         settings=settings, logs_dir=tmp_path,
