@@ -49,3 +49,11 @@ def test_algorithms_round_trip_through_files(tmp_path: Path, suffix: str) -> Non
     )
     path = settings.save(tmp_path / f"settings{suffix}")
     assert Settings.from_file(path) == settings
+
+
+def test_default_algorithms_follow_the_quantization_algorithm() -> None:
+    # PTQ gets bias correction; QAT trains its biases, so it starts from none.
+    assert GlobalQuantizationSettings().algorithms == "bias-correction"
+    assert GlobalQuantizationSettings(quantization_algorithm="qat").algorithms == ""
+    explicit = GlobalQuantizationSettings(quantization_algorithm="qat", algorithms="cle")
+    assert explicit.algorithms == "cle"

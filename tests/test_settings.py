@@ -456,7 +456,7 @@ Global Quantization Settings:
 + skip_tail_quantization = False
 + automatic_skip_quantization = True
 + sensitivity_threshold = 0.05
-+ algorithms = 'bias-correction'
++ algorithms = ''
 
 Deployment Settings:
 + target_framework = TensorRT (NVIDIA)"""
