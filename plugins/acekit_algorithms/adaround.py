@@ -28,9 +28,9 @@ from acekit.quant.context import QuantContext, current_context
 from acekit_algorithms.layers import (
     CalibrationReader,
     Layer,
+    after_ptq_reason,
     broadcast,
     calibration_batches,
-    no_data_reason,
     quantized_layers,
     set_tensor,
     spec_tensors,
@@ -119,10 +119,8 @@ class AdaRound(CalibrationReader, Pass):
     def run(self, graph: Graph) -> PassResult:
         """Round every quantized layer in order; stats: layers, mean errors before/after."""
         context = current_context(self.name)
-        reason = no_data_reason(context)
         targets = quantized_layers(graph)
-        if reason is None and not targets:
-            reason = "no conv/linear layer has calibrated quantized weights (run it after ptq)"
+        reason = after_ptq_reason(context, targets)
         if reason is not None:
             log.info(f"AdaRound: did nothing: {reason}")
             return PassResult(graph, False, {"layers": 0})

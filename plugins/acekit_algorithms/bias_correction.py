@@ -30,10 +30,10 @@ from acekit.quant.context import QuantContext, current_context
 from acekit_algorithms.layers import (
     CalibrationReader,
     Layer,
+    after_ptq_reason,
     calibration_batches,
     ensure_bias,
     fake_quantized,
-    no_data_reason,
     quantized_layers,
     set_tensor,
     stream,
@@ -114,10 +114,8 @@ class BiasCorrection(CalibrationReader, Pass):
     def run(self, graph: Graph) -> PassResult:
         """Correct the layers in order; stats: ``layers``, mean shifts before/after."""
         context = current_context(self.name)
-        reason = no_data_reason(context)
         targets = quantized_layers(graph)
-        if reason is None and not targets:
-            reason = "no conv/linear layer has calibrated quantized weights (run it after ptq)"
+        reason = after_ptq_reason(context, targets)
         if reason is not None:
             log.info(f"Bias correction: did nothing: {reason}")
             return PassResult(graph, False, {"layers": 0})

@@ -217,6 +217,14 @@ def calibration_batches(context: QuantContext, wanted: int | None) -> int:
     return wanted if wanted is not None else context.settings.training.stats_steps
 
 
+def after_ptq_reason(context: QuantContext | None, targets: Sequence[Layer]) -> str | None:
+    """Why an algorithm that refines calibrated layers cannot run, or ``None``."""
+    reason = no_data_reason(context)
+    if reason is None and not targets:
+        reason = "no conv/linear layer has calibrated quantized weights (run it after ptq)"
+    return reason
+
+
 def no_data_reason(context: QuantContext | None) -> str | None:
     """Why an algorithm that needs calibration data cannot run, or ``None``."""
     if context is None:

@@ -30,8 +30,9 @@ from acekit.ir.quant import QuantSpec
 from acekit.logging import get_logger, progress
 from acekit.passes import Pass, PassResult
 from acekit.quant.context import QuantContext, current_context
+from acekit.quant.fidelity import flat_output, relative_error
 from acekit.runtime.codegen import to_module
-from acekit_algorithms.layers import CalibrationReader, Layer, no_data_reason, quantized_layers
+from acekit_algorithms.layers import CalibrationReader, Layer, after_ptq_reason, quantized_layers
 
 log = get_logger(__name__)
 
@@ -106,13 +107,11 @@ class MixedPrecision(CalibrationReader, Pass):
     def run(self, graph: Graph) -> PassResult:
         """Measure, search, set the chosen specs; stats: layers, bytes, predicted error."""
         context = current_context(self.name)
-        reason = no_data_reason(context)
         targets = quantized_layers(graph)
+        reason = after_ptq_reason(context, targets)
         widths = sorted(
             {int(b) for b in self.bits.split(":") if b} & set(context.rules.weight_bits)
         )
-        if reason is None and not targets:
-            reason = "no conv/linear layer has calibrated quantized weights (run it after ptq)"
         if reason is None and not widths:
             runs = context.rules.weight_bits
             reason = f"the target runs none of the widths {self.bits} (it runs {runs})"
@@ -155,7 +154,7 @@ class MixedPrecision(CalibrationReader, Pass):
         ]
         with torch.no_grad():
             module = to_module(graph).to(context.device)
-            reference = [_flat(module(*batch)) for batch in inputs]
+            reference = [flat_output(module(*batch)) for batch in inputs]
         errors: list[list[float]] = []
         for layer in progress(targets, "Measuring mixed-precision sensitivity", total=len(targets)):
             spec = layer.spec
@@ -164,8 +163,8 @@ class MixedPrecision(CalibrationReader, Pass):
             for bits in options:
                 with _alone(graph, layer, _option_spec(spec, bits)), torch.no_grad():
                     quantized = to_module(graph, quantize=True).to(context.device)
-                    actual = [_flat(quantized(*batch)) for batch in inputs]
-                row.append(_relative_error(reference, actual))
+                    actual = [flat_output(quantized(*batch)) for batch in inputs]
+                row.append(relative_error(reference, actual))
             errors.append(row)
         return errors
 
@@ -230,20 +229,3 @@ def _choice_table(
         )
         lines.append(f"  {layer.node.name:<40} {size[index]:>9}  {cells}")
     return "\n".join(lines)
-
-
-def _flat(output: object) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output.detach().float().reshape(-1)
-    if isinstance(output, dict):
-        output = list(output.values())
-    if isinstance(output, list | tuple):
-        parts = [_flat(item) for item in output if item is not None]
-        return torch.cat(parts) if parts else torch.zeros(0)
-    return torch.zeros(0)
-
-
-def _relative_error(reference: list[torch.Tensor], actual: list[torch.Tensor]) -> float:
-    num = sum(float((r - a).norm() ** 2) for r, a in zip(reference, actual, strict=True))
-    den = sum(float(r.norm() ** 2) for r in reference)
-    return math.sqrt(num / den) if den > 0 else 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import attrs
 import torch
@@ -22,6 +22,7 @@ from acekit.logging import get_logger, progress
 from acekit.passes import Pass, PassResult
 from acekit.quant.context import current_context
 from acekit.quant.deploy import is_weight
+from acekit.quant.fidelity import flat_output, relative_error
 from acekit.runtime.codegen import to_module
 from acekit.settings import Settings
 
@@ -56,13 +57,13 @@ class AutoSkip(Pass):
         ]
         with torch.no_grad():
             reference_module = to_module(graph).to(context.device)
-            reference = [_flat(reference_module(*batch)) for batch in inputs]
+            reference = [flat_output(reference_module(*batch)) for batch in inputs]
             scores: list[tuple[float, Node]] = []
             for node, values in progress(layers, "Measuring layer sensitivity", total=len(layers)):
                 with _only(graph, values):
                     module = to_module(graph, quantize=True, rules=context.rules)
                     module = module.to(context.device)
-                error = _relative_error(reference, [_flat(module(*batch)) for batch in inputs])
+                error = relative_error(reference, [flat_output(module(*batch)) for batch in inputs])
                 scores.append((error, node))
         scores.sort(key=lambda item: -item[0])
         log.info(_table(scores, threshold))
@@ -122,23 +123,6 @@ def _skip(node: Node, values: list[Value], reason: str) -> None:
         # An input another quantized op still reads stays quantized for it.
         if is_weight(value) or value.producer is node or not readers:
             value.quant = skipped
-
-
-def _flat(output: Any) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output.detach().float().reshape(-1)
-    if isinstance(output, dict):
-        output = list(output.values())
-    if isinstance(output, list | tuple):
-        parts = [_flat(item) for item in output if item is not None]
-        return torch.cat(parts) if parts else torch.zeros(0)
-    return torch.zeros(0)
-
-
-def _relative_error(reference: list[torch.Tensor], actual: list[torch.Tensor]) -> float:
-    num = sum(float((r - a).norm() ** 2) for r, a in zip(reference, actual, strict=True))
-    den = sum(float(r.norm() ** 2) for r in reference)
-    return (num / den) ** 0.5 if den > 0 else 0.0
 
 
 def _table(scores: list[tuple[float, Node]], threshold: float) -> str:
