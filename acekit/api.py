@@ -2,6 +2,8 @@
 
 The parser is a plugin: ``parse`` asks the ``acekit_choose_parser`` hook which one to
 use unless the caller names one (``"fx"``, ``"torchscript"``) or passes a parser object.
+The graph it returns has symbolic sizes where the inputs' dims are free
+(:mod:`acekit.dims`), as the graphs ``acekit.compile`` quantizes do.
 """
 
 from __future__ import annotations
@@ -10,13 +12,23 @@ import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import structlog
 import torch
 
 if TYPE_CHECKING:
     from acekit.ir.graph import Graph
     from acekit.plugin.interfaces import Parser
 
-__all__ = ["ExampleInputsError", "ParseError", "check_example_inputs", "parse"]
+__all__ = [
+    "ExampleInputsError",
+    "ParseError",
+    "check_example_inputs",
+    "input_names",
+    "parse",
+    "parse_as_declared",
+]
+
+log = structlog.get_logger()
 
 
 class ParseError(ValueError):
@@ -27,7 +39,13 @@ class ExampleInputsError(ParseError, TypeError):
     """The example inputs do not fit the model: wrong type or wrong number."""
 
 
-def parse(model: Any, example_inputs: Any, parser: str | Parser | None = None) -> Graph:
+def parse(
+    model: Any,
+    example_inputs: Any,
+    parser: str | Parser | None = None,
+    *,
+    dynamic_shapes: Any = None,
+) -> Graph:
     """Parse ``model`` into a new :class:`acekit.ir.Graph`.
 
     ``example_inputs`` is a tensor or a tuple of tensors, what ``model(*example_inputs)``
@@ -35,10 +53,49 @@ def parse(model: Any, example_inputs: Any, parser: str | Parser | None = None) -
     tracing. ``parser`` names a registered parser (``"fx"``, ``"torchscript"``), or is a
     parser object; ``None`` lets the ``acekit_choose_parser`` hook decide. The model
     itself is never modified.
+
+    The batch dim of every input and the sequence dim of integer token inputs are free:
+    the graph keeps their sizes symbolic (``batch``, ``sequence``), so it runs at other
+    sizes. ``dynamic_shapes`` (as for ``torch.export``: per input, ``{dim: name}``)
+    replaces that policy for the inputs it names (``({},)``: every dim of the one input
+    stays at the example's size). A free dim the model fixes stays static, with a warning
+    naming the node that fixes it.
     """
+    from acekit.dims import declaring, infer_free_dims
+    from acekit.runtime.symbolic import generalize_types
+
     inputs = check_example_inputs(model, example_inputs)
-    chosen = _resolve_parser(model, inputs, parser)
-    return chosen.parse(model, inputs)
+    names = input_names(model, len(inputs))
+    free = infer_free_dims(inputs, names, dynamic_shapes=dynamic_shapes)
+    with declaring(free):
+        graph = parse_as_declared(model, inputs, parser)
+    for fixed in generalize_types(graph, inputs, free):
+        log.warning(f"Dynamic dim kept static: {fixed.describe()}", node=fixed.node)
+    return graph
+
+
+def parse_as_declared(
+    model: Any, inputs: tuple[Any, ...], parser: str | Parser | None = None
+) -> Graph:
+    """Parse ``model`` with the free dims the caller declared (:func:`acekit.dims.declaring`).
+
+    The graph's types stay at the example's sizes: the caller generalizes them
+    (``acekit.compile`` does, after logging which dims are free). ``inputs`` must have
+    passed :func:`check_example_inputs`.
+    """
+    return _resolve_parser(model, inputs, parser).parse(model, inputs)
+
+
+def input_names(model: Any, count: int) -> list[str]:
+    """The names of ``model.forward``'s first ``count`` inputs (``input_<i>`` where the
+    signature has none), as ``dynamic_shapes`` dicts and error messages name them."""
+    forward = getattr(model, "forward", None)
+    try:
+        params = list(inspect.signature(forward).parameters) if forward is not None else []
+    except (TypeError, ValueError):
+        params = []
+    found = [p for p in params if p not in ("self", "args", "kwargs")][:count]
+    return found + [f"input_{i}" for i in range(len(found), count)]
 
 
 def check_example_inputs(model: Any, example_inputs: Any) -> tuple[Any, ...]:

@@ -16,10 +16,14 @@ torchvision = pytest.importorskip("torchvision")
 from torchvision.models.vision_transformer import VisionTransformer  # noqa: E402
 
 
-def cleanup(model: nn.Module, x: torch.Tensor) -> PipelineResult:
-    """Parse ``model`` and run the ``cleanup`` preset, verifying after each pass."""
+def cleanup(model: nn.Module, x: torch.Tensor, *, free_batch: bool = False) -> PipelineResult:
+    """Parse ``model`` and run the ``cleanup`` preset, verifying after each pass.
+
+    The graph is static (every dim at the example's size, as in the reference log)
+    unless ``free_batch``.
+    """
     try:
-        graph = acekit.parse(model, (x,))
+        graph = acekit.parse(model, (x,), dynamic_shapes=None if free_batch else ({},))
     except ParseError as error:
         pytest.skip(f"no parser available: {error}")
     return Pipeline.from_spec("cleanup").run(graph, verify=True)
@@ -44,9 +48,10 @@ def check_outputs(result: PipelineResult, model: nn.Module, x: torch.Tensor) -> 
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * scale)
 
 
-def test_small_vit_cleanup(caplog: pytest.LogCaptureFixture) -> None:
+def small_vit() -> VisionTransformer:
+    """A two-block ViT on 32x32 images."""
     torch.manual_seed(0)
-    model = VisionTransformer(
+    return VisionTransformer(
         image_size=32,
         patch_size=16,
         num_layers=2,
@@ -55,6 +60,10 @@ def test_small_vit_cleanup(caplog: pytest.LogCaptureFixture) -> None:
         mlp_dim=64,
         num_classes=10,
     ).eval()
+
+
+def test_small_vit_cleanup(caplog: pytest.LogCaptureFixture) -> None:
+    model = small_vit()
     x = torch.randn(2, 3, 32, 32)
     with caplog.at_level(logging.INFO, logger="acekit"):
         result = cleanup(model, x)
@@ -85,3 +94,15 @@ def test_vit_b_16_cleanup_log_matches_the_reference(caplog: pytest.LogCaptureFix
         "Removed 1 unnecessary nodes",
     ]
     check_outputs(result, model, x)
+
+
+def test_small_vit_cleanup_with_a_free_batch_keeps_only_the_batch_arithmetic() -> None:
+    model = small_vit()
+    x = torch.randn(2, 3, 32, 32)
+    result = cleanup(model, x, free_batch=True)
+    ops = {node.op for node in result.graph.nodes}
+    # The rank checks fold (a rank is known with symbolic sizes); what reads the batch stays.
+    assert not ops & {"dropout", "assert", "eq", "dim"}
+    queried = [node for node in result.graph.nodes if node.op == "gather"]
+    assert queried and all(node.attrs["index"] == 0 for node in queried)
+    check_outputs(result, model, torch.randn(3, 3, 32, 32))

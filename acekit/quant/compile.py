@@ -8,7 +8,6 @@ a :class:`~acekit.runtime.quantized.QuantizedModule`.
 
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 import time
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from acekit.api import check_example_inputs, parse
+from acekit.api import check_example_inputs, input_names, parse_as_declared
 from acekit.dims import FreeDims, declaring, infer_free_dims
 from acekit.ir.graph import Graph
 from acekit.logging import get_logger, run_logging
@@ -98,9 +97,9 @@ def compile(
     """
     inputs = check_example_inputs(model, example_inputs)
     return quantize_parsed(
-        lambda: parse(model, inputs, parser),
+        lambda: parse_as_declared(model, inputs, parser),
         example_inputs=inputs,
-        input_names=_input_names(model, len(inputs)),
+        input_names=input_names(model, len(inputs)),
         calibration_inputs=calibration_inputs,
         settings=settings,
         select=select,
@@ -270,16 +269,6 @@ def replayed_batches(pipeline: Pipeline, settings: Settings) -> int:
 def _demand(step: Any, settings: Settings) -> int:
     demand = getattr(step, "calibration_batches", None)
     return int(demand(settings)) if callable(demand) else settings.training.stats_steps
-
-
-def _input_names(model: Any, count: int) -> list[str]:
-    forward = getattr(model, "forward", None)
-    try:
-        params = list(inspect.signature(forward).parameters) if forward is not None else []
-    except (TypeError, ValueError):
-        params = []
-    names = [p for p in params if p not in ("self", "args", "kwargs")][:count]
-    return names + [f"input_{i}" for i in range(len(names), count)]
 
 
 def _device_of(inputs: Sequence[Any]) -> torch.device:

@@ -100,7 +100,7 @@ def _quantize(
     owner: torch.nn.Module | None,
 ) -> QuantizedModule:
     """Run acekit's job on the graph dynamo captured (on ``owner`` when it is whole)."""
-    from acekit.api import parse
+    from acekit.api import parse_as_declared
     from acekit.quant.compile import quantize_parsed
     from acekit_fx.dynamo import classify_placeholder, parse_dynamo_graph
 
@@ -111,7 +111,7 @@ def _quantize(
         # Dynamo captured the module's whole forward: parse the module itself, so the
         # graph, its names and the log are exactly those of acekit.compile(model).
         def parse_model() -> Any:
-            return parse(owner, inputs)
+            return parse_as_declared(owner, inputs)
     else:
 
         def parse_model() -> Any:

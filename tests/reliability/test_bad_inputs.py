@@ -88,7 +88,7 @@ def no_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     def parse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was parsed despite bad input")
 
-    monkeypatch.setattr(compile_module, "parse", parse)
+    monkeypatch.setattr(compile_module, "parse_as_declared", parse)
 
 
 # -- calibration data ------------------------------------------------------------------------
