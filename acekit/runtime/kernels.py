@@ -856,7 +856,7 @@ def im2col(
     stride: Sequence[int] = (1, 1),
 ) -> Tensor:
     """``F.unfold`` (torch's ONNX exporter lowers it to gathers)."""
-    return F.unfold(input, kernel_size, dilation, padding, stride)
+    return F.unfold(input, tuple(kernel_size), tuple(dilation), tuple(padding), tuple(stride))
 
 
 @register_kernel("col2im")
