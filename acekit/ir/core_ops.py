@@ -290,6 +290,7 @@ _REDUCTIONS = [
     _unary("amax", dim=ANY, keepdim=BOOL),
     _unary("amin", dim=ANY, keepdim=BOOL),
     _unary("argmax", dim=INT, keepdim=BOOL),
+    _unary("argmin", dim=INT, keepdim=BOOL),
     _unary("cumsum", dim=INT),
 ]
 
@@ -348,6 +349,30 @@ _SHAPE = [
         step=AttrSpec("int", required=True),
         doc="Tensor.unfold: sliding windows of size along dimension, step apart, in a new "
         "last dim.",
+    ),
+    _unary(
+        "im2col",
+        kernel_size=AttrSpec("ints", required=True),
+        dilation=INTS,
+        padding=INTS,
+        stride=INTS,
+        doc="F.unfold / nn.Unfold: the sliding 2-D blocks of an (N, C, H, W) input as "
+        "columns, (N, C * kh * kw, blocks).",
+    ),
+    OpSchema(
+        "col2im",
+        ("input", "output_size"),
+        {
+            "output_size": INTS,
+            "kernel_size": AttrSpec("ints", required=True),
+            "dilation": INTS,
+            "padding": INTS,
+            "stride": INTS,
+        },
+        optional_inputs=1,
+        doc="F.fold / nn.Fold: sums (N, C * kh * kw, blocks) columns back into an "
+        "(N, C, *output_size) image, the inverse layout of im2col; output_size is an "
+        "attribute, or a pack input when the graph reads it from a shape.",
     ),
     OpSchema(
         "arange",

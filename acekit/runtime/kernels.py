@@ -590,6 +590,12 @@ def argmax(input: Tensor, *, dim: int | None = None, keepdim: bool = False) -> T
     return torch.argmax(input, dim, keepdim)
 
 
+@register_kernel("argmin")
+def argmin(input: Tensor, *, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    """``torch.argmin``."""
+    return torch.argmin(input, dim, keepdim)
+
+
 @register_kernel("cumsum")
 def cumsum(input: Tensor, *, dim: int) -> Tensor:
     """``torch.cumsum``."""
@@ -666,7 +672,52 @@ def interpolate(input: Tensor, size_input: Any = None, **options: Any) -> Tensor
     """``F.interpolate``; the size comes from the input when there is one."""
     if size_input is not None:
         options["size"] = tuple(size_input)
+    if options.get("antialias") and input.dim() == 4:
+        return _antialiased_resize(input, options)
     return F.interpolate(input, **options)
+
+
+def _antialiased_resize(input: Tensor, options: dict[str, Any]) -> Tensor:
+    """An antialiased 2-D resize as ``rows @ input @ cols.T``.
+
+    ONNX ``Resize`` antialiases only from opset 18 and torch's exporter lowers no
+    ``_upsample_*_aa``. The resize is linear and separable, so each axis is a matrix:
+    the same resize applied to the basis vectors of that axis. The matrices depend only
+    on sizes and are built outside any exporter's trace, so they export as constants.
+    """
+    height, width = int(input.shape[-2]), int(input.shape[-1])
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)  # type: ignore[attr-defined]
+    try:
+        with torch.no_grad():
+            rows = _resize_matrix(height, 0, options, input)
+            cols = _resize_matrix(width, 1, options, input)
+    finally:
+        torch._C._set_tracing_state(state)  # type: ignore[attr-defined]
+    return torch.matmul(torch.matmul(rows, input), cols.transpose(0, 1))
+
+
+def _resize_matrix(length: int, axis: int, options: dict[str, Any], like: Tensor) -> Tensor:
+    """The (output, ``length``) matrix of ``F.interpolate(**options)`` along ``axis``
+    (0: height, 1: width), read from resizing the basis vectors of that axis."""
+    # The other axis is 2 wide and kept at 2 (torch's antialiased kernels mis-resize
+    # an axis of size 1): the probe is constant along it, and stays so.
+    basis = torch.eye(length, dtype=like.dtype, device=like.device)
+    if axis == 0:
+        probe = basis.reshape(1, length, length, 1).expand(1, length, length, 2)
+    else:
+        probe = basis.reshape(1, length, 1, length).expand(1, length, 2, length)
+    kept = dict(options)
+    size, scale = kept.pop("size", None), kept.pop("scale_factor", None)
+    if size is not None:
+        sizes = (size, size) if isinstance(size, int) else tuple(size)
+        kept["size"] = (sizes[0], 2) if axis == 0 else (2, sizes[1])
+    else:
+        scales = (scale, scale) if isinstance(scale, int | float) else tuple(scale)
+        kept["scale_factor"] = (scales[0], 1.0) if axis == 0 else (1.0, scales[1])
+    resized = F.interpolate(probe.contiguous(), **kept)
+    line = resized[:, :, :, 0] if axis == 0 else resized[:, :, 0, :]
+    return line.reshape(length, -1).transpose(0, 1)
 
 
 # -- shapes and indexing -----------------------------------------------------------------
@@ -840,6 +891,68 @@ def slice_(
     return input[(slice(None),) * axis + (slice(first, last, step),)]
 
 
+@register_kernel("im2col")
+def im2col(
+    input: Tensor,
+    *,
+    kernel_size: Sequence[int],
+    dilation: Sequence[int] = (1, 1),
+    padding: Sequence[int] = (0, 0),
+    stride: Sequence[int] = (1, 1),
+) -> Tensor:
+    """``F.unfold`` (torch's ONNX exporter lowers it to gathers)."""
+    return F.unfold(input, tuple(kernel_size), tuple(dilation), tuple(padding), tuple(stride))
+
+
+@register_kernel("col2im")
+def col2im(
+    input: Tensor,
+    size_input: Sequence[int] | None = None,
+    *,
+    output_size: Sequence[int] | None = None,
+    kernel_size: Sequence[int],
+    dilation: Sequence[int] = (1, 1),
+    padding: Sequence[int] = (0, 0),
+    stride: Sequence[int] = (1, 1),
+) -> Tensor:
+    """``F.fold``, written as a transposed convolution with one-hot kernels.
+
+    ONNX has ``Col2Im`` only from opset 18; a grouped ``ConvTranspose`` whose kernel
+    ``t`` of each channel is 1 at block offset ``t`` adds every column entry to its pixel
+    the same way (each output is a sum of inputs times 1).
+    """
+    size = size_input if size_input is not None else output_size
+    assert size is not None, "col2im needs an output size"
+    batched = input.dim() == 3
+    columns = input if batched else input.unsqueeze(0)
+    kh, kw = kernel_size
+    # Channels and image size are plain ints even while an exporter traces sizes: the
+    # convolution's kernel and output padding must be constants in ONNX.
+    channels = int(columns.shape[1]) // (kh * kw)
+    size = [int(n) for n in size]
+    settings = list(zip(size, kernel_size, dilation, padding, stride, strict=True))
+    blocks = [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, d, p, s in settings]
+    # The transposed convolution's natural size falls short of output_size by the rows
+    # and columns no block reaches (fewer than one stride): output_padding adds them.
+    extra = [
+        n - ((b - 1) * s - 2 * p + d * (k - 1) + 1)
+        for b, (n, k, d, p, s) in zip(blocks, settings, strict=True)
+    ]
+    grid = columns.unflatten(-1, (blocks[0], blocks[1]))
+    eye = torch.eye(kh * kw, dtype=columns.dtype, device=columns.device)
+    weight = eye.reshape(kh * kw, 1, kh, kw).repeat(channels, 1, 1, 1)
+    image = F.conv_transpose2d(
+        grid,
+        weight,
+        stride=tuple(stride),
+        padding=tuple(padding),
+        output_padding=tuple(extra),
+        groups=channels,
+        dilation=tuple(dilation),
+    )
+    return image if batched else image.squeeze(0)
+
+
 @register_kernel("index")
 def index(input: Tensor, *indices: Tensor, positions: tuple[int, ...]) -> Tensor:
     """Advanced indexing: ``indices[k]`` indexes dimension ``positions[k]``."""
@@ -871,14 +984,30 @@ def slice_scatter(
     end: int | None = None,
     step: int = 1,
 ) -> Tensor:
-    """``torch.slice_scatter``."""
-    return torch.slice_scatter(input, src, dim, start, end, step)
+    """``torch.slice_scatter``, written as a scatter to the slice's positions.
+
+    ONNX exporters have no lowering for ``aten::slice_scatter``; ``scatter`` exports as
+    ``ScatterElements`` (the positions are a ``Range``, so free dims stay free).
+    """
+    axis = dim % input.dim()
+    positions = torch.arange(input.shape[axis], device=input.device)[start:end:step]
+    return input.scatter(axis, _along(positions, axis, input.dim()).expand_as(src), src)
 
 
 @register_kernel("select_scatter")
 def select_scatter(input: Tensor, src: Tensor, *, dim: int, index: int) -> Tensor:
-    """``torch.select_scatter``."""
-    return torch.select_scatter(input, src, dim, index)
+    """``torch.select_scatter``, as a scatter (exportable to ONNX, see slice_scatter)."""
+    axis = dim % input.dim()
+    position = torch.arange(input.shape[axis], device=input.device)[index : index + 1 or None]
+    src = src.unsqueeze(axis)
+    return input.scatter(axis, _along(position, axis, input.dim()).expand_as(src), src)
+
+
+def _along(positions: Tensor, axis: int, rank: int) -> Tensor:
+    """The 1-D ``positions`` as a tensor of ``rank`` dims laid along ``axis``."""
+    shape = [1] * rank
+    shape[axis] = -1
+    return positions.view(shape)
 
 
 @register_kernel("full")

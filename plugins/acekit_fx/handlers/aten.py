@@ -90,6 +90,7 @@ _SAME_AS_FUNCTION: dict[str, Any] = {
     "amax": torch.amax,
     "amin": torch.amin,
     "argmax": torch.argmax,
+    "argmin": torch.argmin,
     "cumsum": torch.cumsum,
     "linalg_vector_norm": torch.linalg.vector_norm,
     "avg_pool1d": torch.nn.functional.avg_pool1d,
@@ -138,6 +139,10 @@ aten("expand_as")(METHODS["expand_as"])
 aten("min.other")(FUNCTIONS[torch.minimum])  # torch.min(a, b): elementwise
 aten("max.other")(FUNCTIONS[torch.maximum])
 aten("unfold")(METHODS["unfold"])
+aten("im2col")(FUNCTIONS[torch.nn.functional.unfold])
+aten("col2im")(FUNCTIONS[torch.nn.functional.fold])
+aten("max.dim", "max.default")(FUNCTIONS[torch.max])
+aten("min.dim", "min.default")(FUNCTIONS[torch.min])
 aten("norm")(METHODS["norm"])
 aten("squeeze")(METHODS["squeeze"])
 aten("split", "split_with_sizes")(torch_ops.convert_split)
@@ -430,6 +435,22 @@ def convert_index(cx: NodeContext, input: Any, indices: Any) -> Value:
     positions = tuple(i for i, t in enumerate(indices) if t is not None)
     tensors = [cx.value(t) for t in indices if t is not None]
     return cx.out("index", [cx.value(input), *tensors], {"positions": positions})
+
+
+@aten("copy")
+def convert_copy(cx: NodeContext, input: Any, src: Any, non_blocking: Any = False) -> Value:
+    """``copy(x, src)``: ``src`` broadcast to ``x``'s shape, in ``x``'s dtype (what
+    torch.export makes of ``x[...] = src``, before a ``slice_scatter`` puts it back)."""
+    target, source = cx.concrete(input), cx.concrete(src)
+    value = cx.value(src)
+    if source.dtype != target.dtype:
+        if source.shape == target.shape:
+            return cx.out("to", [value], {"dtype": cx.dtype(target.dtype)})
+        value = cx.helper("to", [value], {"dtype": cx.dtype(target.dtype)}).output
+    if source.shape == target.shape:
+        return value
+    shape = cx.helper("shape", [cx.value(input)]).output
+    return cx.out("expand", [value, shape])
 
 
 @aten("einsum")
