@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -24,6 +25,9 @@ from acekit.ir import (
     save_graph,
 )
 from tests.ir_builders import F32, vit_like_graph
+
+if TYPE_CHECKING:
+    from _typeshed import TraceFunction
 
 
 def small_graph() -> Graph:
@@ -133,7 +137,7 @@ def _interpreter_steps(action: Callable[[], None]) -> int:
     """
     steps = 0
 
-    def tracer(frame: FrameType, event: str, arg: object) -> Callable[..., object]:
+    def tracer(frame: FrameType, event: str, arg: object) -> TraceFunction:
         nonlocal steps
         steps += 1
         return tracer
