@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-from types import FrameType
-from typing import TYPE_CHECKING
-
 import pytest
 import torch
 
@@ -25,9 +20,7 @@ from acekit.ir import (
     save_graph,
 )
 from tests.ir_builders import F32, vit_like_graph
-
-if TYPE_CHECKING:
-    from _typeshed import TraceFunction
+from tests.step_counting import interpreter_steps
 
 
 def small_graph() -> Graph:
@@ -130,27 +123,6 @@ def test_erasing_a_parameter_keeps_a_tensor_other_nodes_read() -> None:
     assert "w" not in graph.tensors
 
 
-def _interpreter_steps(action: Callable[[], None]) -> int:
-    """How many Python trace events (calls, lines, loop iterations) ``action`` runs.
-
-    A count of the work done, not a clock: it does not vary with the machine's load.
-    """
-    steps = 0
-
-    def tracer(frame: FrameType, event: str, arg: object) -> TraceFunction:
-        nonlocal steps
-        steps += 1
-        return tracer
-
-    previous = sys.gettrace()
-    sys.settrace(tracer)
-    try:
-        action()
-    finally:
-        sys.settrace(previous)
-    return steps
-
-
 def test_erasing_parameters_costs_the_same_however_large_the_graph() -> None:
     # The last reader of a tensor is known from a count, not by scanning the graph:
     # erasing n parameter nodes is O(n), not O(n^2).
@@ -163,7 +135,7 @@ def test_erasing_parameters_costs_the_same_however_large_the_graph() -> None:
             for value in values:
                 graph.erase(value.producer)  # type: ignore[arg-type]
 
-        steps = _interpreter_steps(erase_all)
+        steps = interpreter_steps(erase_all)
         assert not graph.tensors
         return steps / n
 
