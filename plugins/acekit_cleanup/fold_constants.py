@@ -52,8 +52,8 @@ CONSTANTS_PATH: Final = "folded_constants"
 def shape_query(node: Node) -> Any:
     """The result of a shape query that static types answer, else ``MISSING``.
 
-    ``shape`` and ``numel`` of a value with a static shape, ``dim`` of one with a known
-    rank, and
+    ``dim`` of a value of known rank, ``shape`` and ``numel`` of a value with a static
+    shape, and
     ``gather(shape(x), i)`` or ``shape(x){dim=i}`` when only dimension ``i`` is static
     (a symbolic batch size leaves the other dimensions foldable).
     """
@@ -71,8 +71,10 @@ def shape_query(node: Node) -> Any:
     dim = node.attrs.get("dim")
     if node.op == "shape" and dim is not None:
         return _static_dim(type_, dim)
-    if node.op == "dim" and type_.shape is not None:
-        return len(type_.shape)  # the rank is known even where sizes are symbolic
+    if node.op == "dim":
+        # The rank is static even where sizes are free: timm's BatchNormAct2d asserts
+        # ``x.ndim == 4`` on the conv's output, and an unfolded check keeps BN unfolded.
+        return len(type_.shape) if type_.shape is not None else MISSING
     shape = static_shape(type_)
     if shape is None:
         return MISSING
