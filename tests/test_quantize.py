@@ -207,7 +207,7 @@ def test_bad_calibration_data_fails_before_parsing(
     def no_parse(*args: object, **kwargs: object) -> None:
         raise AssertionError("parsed despite bad data")
 
-    monkeypatch.setattr(compile_module, "parse", no_parse)
+    monkeypatch.setattr(compile_module, "parse_as_declared", no_parse)
     with pytest.raises(CalibrationDataError, match=message):
         acekit.compile(
             cnn,
