@@ -79,7 +79,7 @@ def lower_to_qdq_onnx(
         raise QdqExportError(
             f"QDQ ONNX export needs an opset in {OPSETS.start}..{OPSETS.stop - 1}, got {opset!r}"
         )
-    module = to_module(graph, quantize=True, rules=rules).eval()
+    module = to_module(graph, quantize=True, rules=rules, export=True).eval()
     clamp_module_weights(module, graph)
     inputs = tuple(_trace_input(value, free=dynamic_batch) for value in graph.inputs)
     input_names = [value.name for value in graph.inputs]

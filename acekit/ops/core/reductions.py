@@ -1,0 +1,92 @@
+"""Reductions over dims."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from acekit.ops.opdef import OpDef
+from acekit.ops.schemas import (
+    ANY,
+    BOOL,
+    INT,
+    unary,
+)
+
+
+def mean(input: Tensor, *, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """``torch.mean``."""
+    return input.mean() if dim is None else input.mean(dim, keepdim)
+
+
+def sum_(input: Tensor, *, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """``torch.sum``."""
+    return input.sum() if dim is None else input.sum(dim, keepdim)
+
+
+def amax(input: Tensor, *, dim: Any = (), keepdim: bool = False) -> Tensor:
+    """``torch.amax``."""
+    return torch.amax(input, () if dim is None else dim, keepdim)
+
+
+def amin(input: Tensor, *, dim: Any = (), keepdim: bool = False) -> Tensor:
+    """``torch.amin``."""
+    return torch.amin(input, () if dim is None else dim, keepdim)
+
+
+def argmax(input: Tensor, *, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    """``torch.argmax``."""
+    return torch.argmax(input, dim, keepdim)
+
+
+def cumsum(input: Tensor, *, dim: int) -> Tensor:
+    """``torch.cumsum``."""
+    return torch.cumsum(input, dim)
+
+
+DEFINITIONS = [
+    OpDef(
+        unary("mean", dim=ANY, keepdim=BOOL),
+        kernel=mean,
+        functions=(torch.mean,),
+        methods=("mean",),
+        aten=("mean",),
+    ),
+    OpDef(
+        unary("sum", dim=ANY, keepdim=BOOL),
+        kernel=sum_,
+        functions=(torch.sum,),
+        methods=("sum",),
+        aten=("sum",),
+    ),
+    OpDef(
+        unary("amax", dim=ANY, keepdim=BOOL),
+        kernel=amax,
+        functions=(torch.amax,),
+        methods=("amax",),
+        aten=("amax",),
+    ),
+    OpDef(
+        unary("amin", dim=ANY, keepdim=BOOL),
+        kernel=amin,
+        functions=(torch.amin,),
+        methods=("amin",),
+        aten=("amin",),
+    ),
+    OpDef(
+        unary("argmax", dim=INT, keepdim=BOOL),
+        kernel=argmax,
+        functions=(torch.argmax,),
+        methods=("argmax",),
+        aten=("argmax",),
+    ),
+    OpDef(
+        unary("cumsum", dim=INT),
+        kernel=cumsum,
+        functions=(torch.cumsum,),
+        methods=("cumsum",),
+        aten=("cumsum",),
+    ),
+]
