@@ -7,7 +7,6 @@ torch-level handlers serve them; the ops whose order or meaning differs (``batch
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import torch
@@ -16,137 +15,36 @@ import torch.fx
 from acekit.ir import Value
 from acekit_fx.context import NodeContext, Unsupported
 from acekit_fx.handlers import indexing, torch_ops
-from acekit_fx.handlers.attention import convert_scaled_dot_product_attention
-from acekit_fx.handlers.registry import FUNCTIONS, METHODS, aten, function, method
+from acekit_fx.handlers.registry import FUNCTIONS, METHODS, aten, function, lowers, method
 from acekit_fx.naming import sanitize
 from acekit_fx.values import ConstTensor
 
-# Ops whose ATen schema matches the torch function's argument order.
+# ATen ops whose schema matches a torch function's argument order, for the functions
+# that are not one IR op (those that are list their ATen names in the op's definition).
 _SAME_AS_FUNCTION: dict[str, Any] = {
-    "conv1d": torch.nn.functional.conv1d,
-    "conv2d": torch.nn.functional.conv2d,
-    "conv3d": torch.nn.functional.conv3d,
-    "conv_transpose1d": torch.nn.functional.conv_transpose1d,
-    "conv_transpose2d": torch.nn.functional.conv_transpose2d,
-    "linear": torch.nn.functional.linear,
-    "layer_norm": torch.nn.functional.layer_norm,
-    "group_norm": torch.nn.functional.group_norm,
-    "matmul": torch.matmul,
-    "bmm": torch.bmm,
-    "mm": torch.mm,
-    "add": torch.add,
-    "sub": torch.sub,
-    "mul": torch.mul,
-    "div": torch.div,
-    "floor_divide": torch.floor_divide,
-    "remainder": torch.remainder,
-    "pow": torch.pow,
-    "eq": torch.eq,
-    "ne": torch.ne,
-    "lt": torch.lt,
-    "le": torch.le,
-    "gt": torch.gt,
-    "ge": torch.ge,
-    "logical_and": torch.logical_and,
-    "logical_or": torch.logical_or,
-    "logical_not": torch.logical_not,
-    "bitwise_not": torch.bitwise_not,
     "addcmul": torch.addcmul,
-    "arange": torch.arange,
-    "bitwise_and": torch.bitwise_and,
-    "bitwise_or": torch.bitwise_or,
-    "__and__": operator.and_,
-    "__or__": operator.or_,
-    "maximum": torch.maximum,
-    "minimum": torch.minimum,
-    "neg": torch.neg,
-    "abs": torch.abs,
-    "exp": torch.exp,
-    "log": torch.log,
-    "sqrt": torch.sqrt,
-    "rsqrt": torch.rsqrt,
-    "reciprocal": torch.reciprocal,
-    "erf": torch.erf,
-    "sin": torch.sin,
-    "cos": torch.cos,
-    "floor": torch.floor,
-    "ceil": torch.ceil,
-    "relu": torch.relu,
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "silu": torch.nn.functional.silu,
-    "mish": torch.nn.functional.mish,
-    "hardswish": torch.nn.functional.hardswish,
-    "hardsigmoid": torch.nn.functional.hardsigmoid,
-    "gelu": torch.nn.functional.gelu,
-    "leaky_relu": torch.nn.functional.leaky_relu,
-    "softplus": torch.nn.functional.softplus,
-    "prelu": torch.nn.functional.prelu,
-    "clamp": torch.clamp,
-    "where": torch.where,
-    "masked_fill": torch.masked_fill,
-    "mean": torch.mean,
-    "sum": torch.sum,
-    "amax": torch.amax,
-    "amin": torch.amin,
-    "argmax": torch.argmax,
-    "cumsum": torch.cumsum,
     "linalg_vector_norm": torch.linalg.vector_norm,
-    "avg_pool1d": torch.nn.functional.avg_pool1d,
-    "avg_pool2d": torch.nn.functional.avg_pool2d,
-    "max_pool1d": torch.nn.functional.max_pool1d,
-    "max_pool2d": torch.nn.functional.max_pool2d,
-    "adaptive_avg_pool1d": torch.nn.functional.adaptive_avg_pool1d,
-    "adaptive_avg_pool2d": torch.nn.functional.adaptive_avg_pool2d,
-    "_adaptive_avg_pool2d": torch.nn.functional.adaptive_avg_pool2d,
-    "pad": torch.nn.functional.pad,
-    "constant_pad_nd": torch.constant_pad_nd,
     "reshape": torch.reshape,
     "permute": torch.permute,
-    "transpose": torch.transpose,
     "t": torch.t,
-    "unsqueeze": torch.unsqueeze,
-    "flatten": torch.flatten,
-    "unflatten": torch.unflatten,
-    "roll": torch.roll,
-    "cat": torch.cat,
-    "concat": torch.cat,
-    "stack": torch.stack,
-    "chunk": torch.chunk,
-    "unbind": torch.unbind,
-    "index_select": torch.index_select,
-    "gather": torch.gather,
     "clone": torch.clone,
-    "detach": torch.detach,
     "zeros_like": torch.zeros_like,
     "ones_like": torch.ones_like,
     "full_like": torch.full_like,
-    "scaled_dot_product_attention": torch.nn.functional.scaled_dot_product_attention,
 }
 
 for _name, _target in _SAME_AS_FUNCTION.items():
-    _handler = FUNCTIONS.get(_target)
-    assert _handler is not None, f"no torch-level handler for {_name}"
-    aten(_name)(_handler)
-aten("scaled_dot_product_attention")(convert_scaled_dot_product_attention)
+    aten(_name)(FUNCTIONS[_target])
 aten("view", "_unsafe_view")(torch_ops.convert_reshape_function)
 aten("expand")(
     lambda cx, input, size, implicit=False: torch_ops.sized_node("expand", "size")(cx, input, size)
 )
-aten("repeat")(METHODS["repeat"])
 aten("expand_as")(METHODS["expand_as"])
-aten("min.other")(FUNCTIONS[torch.minimum])  # torch.min(a, b): elementwise
-aten("max.other")(FUNCTIONS[torch.maximum])
-aten("unfold")(METHODS["unfold"])
-aten("norm")(METHODS["norm"])
-aten("squeeze")(METHODS["squeeze"])
-aten("split", "split_with_sizes")(torch_ops.convert_split)
 aten("flip")(lambda cx, input, dims: torch_ops.convert_flip(cx, input, dims))
 aten("contiguous", "alias", "lift_fresh_copy")(
     lambda cx, input, *args, **kwargs: cx.out("identity", [cx.value(input)])
 )
 aten("sym_size")(indexing.convert_size)
-aten("sym_numel")(indexing.convert_numel)
 
 
 @aten("_assert_tensor_metadata", "_assert_async", "_assert_scalar", "sym_constrain_range_for_size")
@@ -368,7 +266,7 @@ def convert_max_pool2d_with_indices(
     return (value, None)
 
 
-@aten("select")
+@lowers("select")
 def convert_select(cx: NodeContext, input: Any, dim: Any, index: Any) -> Value:
     """``select(x, dim, index)``."""
     axis = int(cx.static(dim, "dim"))
@@ -377,7 +275,7 @@ def convert_select(cx: NodeContext, input: Any, dim: Any, index: Any) -> Value:
     return cx.out("select", [cx.value(input)], {"dim": axis, "index": int(index)})
 
 
-@aten("slice")
+@lowers("slice")
 def convert_slice(
     cx: NodeContext, input: Any, dim: Any = 0, start: Any = None, end: Any = None, step: Any = 1
 ) -> Value:
@@ -395,7 +293,7 @@ def convert_slice(
     return cx.out("slice", [cx.value(input)], attrs)
 
 
-@aten("slice_scatter")
+@lowers("slice_scatter")
 def convert_slice_scatter(
     cx: NodeContext,
     input: Any,
@@ -415,16 +313,14 @@ def convert_slice_scatter(
     return cx.out("slice_scatter", [cx.value(input), cx.value(src)], attrs)
 
 
-@aten("select_scatter")
-@function(torch.select_scatter)
-@method("select_scatter")
+@lowers("select_scatter")
 def convert_select_scatter(cx: NodeContext, input: Any, src: Any, dim: Any, index: Any) -> Value:
     """``select_scatter`` (what torch.export makes of ``x[:, 0] = y``)."""
     attrs = {"dim": int(cx.static(dim, "dim")), "index": int(cx.static(index, "index"))}
     return cx.out("select_scatter", [cx.value(input), cx.value(src)], attrs)
 
 
-@aten("index")
+@lowers("index")
 def convert_index(cx: NodeContext, input: Any, indices: Any) -> Value:
     """``index.Tensor(x, [None, idx, ...])``: an ``index`` node."""
     positions = tuple(i for i, t in enumerate(indices) if t is not None)
