@@ -73,6 +73,7 @@ _OPERATORS: dict[str, Any] = {
     "ge": operator.ge,
     "bitwise_and": operator.and_,
     "bitwise_or": operator.or_,
+    "bitwise_xor": operator.xor,
 }
 _BINARY = {name: _binary_operator(name, fn) for name, fn in _OPERATORS.items()}
 
@@ -139,6 +140,84 @@ def _math_unary(op: str, tensor_fn: Any, scalar_fn: Any) -> KernelFn:
     return kernel
 
 
+# ONNX lowerings of the math torch's (TorchScript-based) ONNX exporter cannot write.
+
+
+def expm1_onnx(input: Tensor) -> Tensor:
+    """``exp(x) - 1``."""
+    return torch.exp(input) - 1
+
+
+def sinh_onnx(input: Tensor) -> Tensor:
+    """``(exp(x) - exp(-x)) / 2``."""
+    return (torch.exp(input) - torch.exp(-input)) / 2
+
+
+def cosh_onnx(input: Tensor) -> Tensor:
+    """``(exp(x) + exp(-x)) / 2``."""
+    return (torch.exp(input) + torch.exp(-input)) / 2
+
+
+def asinh_onnx(input: Tensor) -> Tensor:
+    """``log(x + sqrt(x^2 + 1))``."""
+    return torch.log(input + torch.sqrt(input * input + 1))
+
+
+def acosh_onnx(input: Tensor) -> Tensor:
+    """``log(x + sqrt(x^2 - 1))``."""
+    return torch.log(input + torch.sqrt(input * input - 1))
+
+
+def atanh_onnx(input: Tensor) -> Tensor:
+    """``log((1 + x) / (1 - x)) / 2``."""
+    return torch.log((1 + input) / (1 - input)) / 2
+
+
+def trunc_onnx(input: Tensor) -> Tensor:
+    """Rounding towards zero: ``ceil`` below zero, ``floor`` above."""
+    return torch.where(input < 0, torch.ceil(input), torch.floor(input))
+
+
+def bitwise_xor_onnx(input: Any, other: Any) -> Any:
+    """``Xor`` for bools (ONNX has no integer xor before opset 18)."""
+    if isinstance(input, Tensor) and input.dtype == torch.bool:
+        return torch.logical_xor(input, torch.as_tensor(other))
+    return operator.xor(input, other)
+
+
+_ONNX_LOWERINGS: dict[str, KernelFn] = {
+    "expm1": expm1_onnx,
+    "sinh": sinh_onnx,
+    "cosh": cosh_onnx,
+    "asinh": asinh_onnx,
+    "acosh": acosh_onnx,
+    "atanh": atanh_onnx,
+    "trunc": trunc_onnx,
+}
+
+#: Unary math the core ATen opset has, beyond the ops the zoo models need most:
+#: (op, torch function, python scalar function, other torch names).
+_MORE_MATH: tuple[tuple[str, Any, Any, tuple[Any, ...]], ...] = (
+    ("tan", torch.tan, math.tan, ()),
+    ("atan", torch.atan, math.atan, (torch.arctan,)),
+    ("asin", torch.asin, math.asin, (torch.arcsin,)),
+    ("acos", torch.acos, math.acos, (torch.arccos,)),
+    ("sinh", torch.sinh, math.sinh, ()),
+    ("cosh", torch.cosh, math.cosh, ()),
+    ("asinh", torch.asinh, math.asinh, (torch.arcsinh,)),
+    ("acosh", torch.acosh, math.acosh, (torch.arccosh,)),
+    ("atanh", torch.atanh, math.atanh, (torch.arctanh,)),
+    ("log1p", torch.log1p, math.log1p, (torch.special.log1p,)),
+    ("log2", torch.log2, math.log2, ()),
+    ("log10", torch.log10, math.log10, ()),
+    ("expm1", torch.expm1, math.expm1, (torch.special.expm1,)),
+    ("sign", torch.sign, lambda v: (v > 0) - (v < 0), ()),
+    ("trunc", torch.trunc, math.trunc, (torch.fix,)),
+    ("round", torch.round, round, ()),
+    ("isnan", torch.isnan, math.isnan, ()),
+    ("isinf", torch.isinf, math.isinf, ()),
+)
+
 _UNARY = {
     op: _math_unary(op, tensor_fn, scalar_fn)
     for op, tensor_fn, scalar_fn in (
@@ -153,6 +232,25 @@ _UNARY = {
         ("floor", torch.floor, math.floor),
         ("ceil", torch.ceil, math.ceil),
     )
+} | {op: _math_unary(op, tensor_fn, scalar_fn) for op, tensor_fn, scalar_fn, _ in _MORE_MATH}
+
+
+def _math_binary(op: str, tensor_fn: Any, scalar_fn: Any) -> KernelFn:
+    def kernel(input: Any, other: Any) -> Any:
+        if _either_tensor(input, other):
+            return tensor_fn(torch.as_tensor(input), torch.as_tensor(other))
+        return scalar_fn(input, other)
+
+    kernel.__name__ = kernel.__qualname__ = f"binary_{op}"
+    kernel.__doc__ = f"``torch.{op}`` (math.{op} for python scalars)."
+    globals()[kernel.__name__] = kernel
+    return kernel
+
+
+_MATH_BINARY = {
+    "fmod": _math_binary("fmod", torch.fmod, math.fmod),
+    "atan2": _math_binary("atan2", torch.atan2, math.atan2),
+    "logical_xor": _math_binary("logical_xor", torch.logical_xor, lambda a, b: bool(a) != bool(b)),
 }
 
 
@@ -565,5 +663,48 @@ DEFINITIONS = [
         functions=(torch.masked_fill,),
         methods=("masked_fill",),
         aten=("masked_fill",),
+    ),
+]
+
+DEFINITIONS += [
+    OpDef(
+        unary(op),
+        kernel=_UNARY[op],
+        functions=(tensor_fn, *aliases),
+        methods=(op,),
+        aten=(op,),
+        onnx=_ONNX_LOWERINGS.get(op),
+    )
+    for op, tensor_fn, _, aliases in _MORE_MATH
+]
+DEFINITIONS += [
+    OpDef(
+        binary("bitwise_xor"),
+        kernel=_BINARY["bitwise_xor"],
+        functions=(operator.xor, torch.bitwise_xor),
+        methods=("bitwise_xor", "__xor__"),
+        aten=("bitwise_xor", "__xor__"),
+        onnx=bitwise_xor_onnx,
+    ),
+    OpDef(
+        binary("logical_xor"),
+        kernel=_MATH_BINARY["logical_xor"],
+        functions=(torch.logical_xor,),
+        methods=("logical_xor",),
+        aten=("logical_xor",),
+    ),
+    OpDef(
+        binary("fmod", doc="Remainder with the sign of input (C fmod)."),
+        kernel=_MATH_BINARY["fmod"],
+        functions=(torch.fmod,),
+        methods=("fmod",),
+        aten=("fmod",),
+    ),
+    OpDef(
+        binary("atan2"),
+        kernel=_MATH_BINARY["atan2"],
+        functions=(torch.atan2, torch.arctan2),
+        methods=("atan2", "arctan2"),
+        aten=("atan2",),
     ),
 ]

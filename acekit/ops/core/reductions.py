@@ -41,6 +41,21 @@ def argmax(input: Tensor, *, dim: int | None = None, keepdim: bool = False) -> T
     return torch.argmax(input, dim, keepdim)
 
 
+def argmin(input: Tensor, *, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    """``torch.argmin``."""
+    return torch.argmin(input, dim, keepdim)
+
+
+def prod(input: Tensor, *, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    """``torch.prod``."""
+    return input.prod() if dim is None else input.prod(dim, keepdim)
+
+
+def any_(input: Tensor, *, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """``torch.any``."""
+    return torch.any(input) if dim is None else torch.any(input, dim, keepdim)
+
+
 def cumsum(input: Tensor, *, dim: int) -> Tensor:
     """``torch.cumsum``."""
     return torch.cumsum(input, dim)
@@ -81,6 +96,27 @@ DEFINITIONS = [
         functions=(torch.argmax,),
         methods=("argmax",),
         aten=("argmax",),
+    ),
+    OpDef(
+        unary("argmin", dim=INT, keepdim=BOOL),
+        kernel=argmin,
+        functions=(torch.argmin,),
+        methods=("argmin",),
+        aten=("argmin",),
+    ),
+    OpDef(
+        unary("prod", dim=INT, keepdim=BOOL),
+        kernel=prod,
+        functions=(torch.prod,),
+        methods=("prod",),
+        aten=("prod",),
+    ),
+    OpDef(
+        unary("any", dim=ANY, keepdim=BOOL),
+        kernel=any_,
+        functions=(torch.any,),
+        methods=("any",),
+        aten=("any",),
     ),
     OpDef(
         unary("cumsum", dim=INT),

@@ -178,6 +178,47 @@ def convert_batch_norm_no_stats(
     return (value, None, None)
 
 
+@aten("native_group_norm")
+def convert_native_group_norm(
+    cx: NodeContext, input: Any, weight: Any, bias: Any, batch: Any, channels: Any,
+    spatial: Any, group: Any, eps: Any,
+) -> tuple[Any, ...]:  # fmt: skip
+    """``native_group_norm``: (output, mean, rstd); the output is a ``group_norm``."""
+    inputs = [cx.value(input)] + [cx.value(t) for t in (weight, bias) if t is not None]
+    attrs = {"num_groups": int(cx.static(group, "group")), "eps": float(cx.static(eps, "eps"))}
+    value = cx.out("group_norm", inputs, attrs, result=cx.result[0])
+    return (value, None, None)
+
+
+@aten("max.dim", "min.dim")
+def convert_max_dim(cx: NodeContext, input: Any, dim: Any, keepdim: Any = False) -> tuple[Any, ...]:
+    """``max(x, dim)`` / ``min(x, dim)``: (values, indices) as ``amax``/``amin`` and
+    ``argmax``/``argmin`` nodes."""
+    target = cx.fx_node.target
+    assert isinstance(target, torch._ops.OpOverload)
+    kind = target.overloadpacket.__name__
+    attrs = {"dim": int(cx.static(dim, "dim")), "keepdim": bool(cx.static(keepdim, "keepdim"))}
+    indices = cx.helper(f"arg{kind}", [cx.value(input)], attrs).output
+    values = cx.out(f"a{kind}", [cx.value(input)], attrs, result=cx.result[0])
+    return (values, indices)
+
+
+@aten(
+    "reflection_pad1d",
+    "reflection_pad2d",
+    "reflection_pad3d",
+    "replication_pad1d",
+    "replication_pad2d",
+    "replication_pad3d",
+)
+def convert_mode_pad(cx: NodeContext, input: Any, padding: Any) -> Value:
+    """``reflection_pad<n>d`` / ``replication_pad<n>d``: a ``pad`` of that mode."""
+    target = cx.fx_node.target
+    assert isinstance(target, torch._ops.OpOverload)
+    mode = "reflect" if target.overloadpacket.__name__.startswith("reflection") else "replicate"
+    return torch_ops.convert_pad(cx, input, padding, mode)
+
+
 @aten("native_layer_norm")
 def convert_native_layer_norm(
     cx: NodeContext, input: Any, normalized_shape: Any, weight: Any, bias: Any, eps: Any
