@@ -11,6 +11,7 @@ from acekit.ops.opdef import OpDef
 from acekit.ops.schemas import (
     ANY,
     BOOL,
+    FLOAT,
     INT,
     unary,
 )
@@ -54,6 +55,13 @@ def prod(input: Tensor, *, dim: int | None = None, keepdim: bool = False) -> Ten
 def any_(input: Tensor, *, dim: Any = None, keepdim: bool = False) -> Tensor:
     """``torch.any``."""
     return torch.any(input) if dim is None else torch.any(input, dim, keepdim)
+
+
+def var(
+    input: Tensor, *, dim: Any = None, correction: float = 1.0, keepdim: bool = False
+) -> Tensor:
+    """``torch.var`` (``correction=1``: the unbiased estimate; ``unbiased=`` binds to it)."""
+    return torch.var(input, dim, correction=correction, keepdim=keepdim)
 
 
 def cumsum(input: Tensor, *, dim: int) -> Tensor:
@@ -117,6 +125,13 @@ DEFINITIONS = [
         functions=(torch.any,),
         methods=("any",),
         aten=("any",),
+    ),
+    OpDef(
+        unary("var", dim=ANY, correction=FLOAT, keepdim=BOOL),
+        kernel=var,
+        functions=(torch.var,),
+        methods=("var",),
+        aten=("var",),
     ),
     OpDef(
         unary("cumsum", dim=INT),

@@ -129,12 +129,12 @@ def lookup(node: torch.fx.Node, module: Any = None) -> Handler | None:
         return None
     if isinstance(target, torch._ops.OpOverload):
         packet = target.overloadpacket.__name__
-        found = _aten(target.namespace, packet, target._overloadname)
+        found = aten_handler(target.namespace, packet, target._overloadname)
         if found is None and packet.endswith("_") and not packet.startswith("_"):
-            found = _aten(target.namespace, packet[:-1], "")
+            found = aten_handler(target.namespace, packet[:-1], "")
         return found
     if isinstance(target, torch._ops.OpOverloadPacket):  # torch.ops.mylib.op(x) under FX
-        return _aten(target._qualified_op_name.partition("::")[0], target.__name__, "")
+        return aten_handler(target._qualified_op_name.partition("::")[0], target.__name__, "")
     if _OPTIONAL_FUNCTIONS:
         _register_imported_optionals()
     try:
@@ -155,9 +155,13 @@ def _method(name: str) -> Handler | None:
     return METHODS.get(name) or _handler_of(OPDEFS.for_method(name))
 
 
-def _aten(namespace: str, packet: str, overload: str) -> Handler | None:
-    """An explicit ATen handler (this plugin's, for arguments that differ from the torch
-    function's) wins over the op the definitions name."""
+def aten_handler(namespace: str, packet: str, overload: str) -> Handler | None:
+    """The handler of ATen-style op ``namespace::packet.overload``, or ``None``.
+
+    An explicit ATen handler (this plugin's, for arguments that differ from the torch
+    function's) wins over the op the definitions name.
+    """
+    _ensure_loaded()
     if namespace == "aten":
         found = ATEN.get(f"{packet}.{overload}") or ATEN.get(packet)
         if found is not None:
