@@ -74,7 +74,8 @@ def core_aten_overloads() -> list[tuple[str, str]]:
 
 def coverage() -> Coverage:
     """The parser's coverage of the core ATen opset of the installed torch."""
-    covered, uncovered = [], []
+    covered: list[str] = []
+    uncovered: list[str] = []
     for name, overload in core_aten_overloads():
         (covered if aten_handler("aten", name, overload) else uncovered).append(
             f"{name}.{overload}"
