@@ -61,8 +61,15 @@ class Coverage:
 
 def core_aten_overloads() -> list[tuple[str, str]]:
     """Every ``(op, overload)`` of ``torch.ops.aten`` tagged ``torch.Tag.core``, sorted."""
+    # torch.ops.aten creates its packets on first use, so its dir() depends on what ran
+    # before; the registered schemas list every op.
+    names = {
+        schema.name.removeprefix("aten::")
+        for schema in torch._C._jit_get_all_schemas()
+        if schema.name.startswith("aten::")
+    }
     found = []
-    for name in dir(torch.ops.aten):
+    for name in sorted(names):
         packet = getattr(torch.ops.aten, name, None)
         if not isinstance(packet, torch._ops.OpOverloadPacket):
             continue
