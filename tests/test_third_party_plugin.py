@@ -218,9 +218,14 @@ def test_installed_plugin_op_is_parsed_run_quantized_and_exported(
     net = _FusedNet(ops.hard_swish_clamp).eval()
     x = torch.randn(1, 3, 32, 32)
 
-    # Both FX paths find the op by its qualified ATen name, with max_val an attribute.
-    for source in (net, torch.export.export(net, (x,))):
-        graph = acekit.parse(source, (x,))
+    # Every parser path finds the op by its qualified name, with max_val an attribute.
+    sources = [
+        (net, "fx"),
+        (torch.export.export(net, (x,)), "fx"),
+        (torch.jit.trace(net, (x,)), "torchscript"),
+    ]
+    for source, parser in sources:
+        graph = acekit.parse(source, (x,), parser=parser)
         fused = [n for n in graph.nodes if n.op == "hard_swish_clamp"]
         assert [n.attrs["max_val"] for n in fused] == [2.0, 3.0]
         with torch.no_grad():  # the kernel is what the generated module runs

@@ -165,6 +165,11 @@ def convert_same_name(call: OpCall) -> list[Any]:
     of the same name, if the IR has one."""
     namespace, _, name = call.kind.partition("::")
     opdef = OPDEFS.for_aten(namespace, name, call.schema.overload_name)
+    if opdef is not None and namespace != "aten":
+        # A library's own op binds in order, as in the FX parser: its arguments need not
+        # be named like the IR's (``x`` for ``input``).
+        renames = dict(zip(call.names, opdef.parameters, strict=False))
+        return convert_to(call, opdef.name, renames=renames)
     if opdef is not None:
         return convert_to(call, opdef.name)
     if namespace != "aten":
