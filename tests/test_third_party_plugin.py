@@ -238,6 +238,13 @@ def test_installed_plugin_op_is_parsed_run_quantized_and_exported(
     ]
     assert len(conv_inputs) == 3 and all(s is not None and s.is_calibrated for s in conv_inputs)
 
+    # Quantization-aware training differentiates through the op (its library's autograd).
+    loss = qm.train()(torch.randn(2, 3, 32, 32)).square().mean()
+    loss.backward()
+    grad = dict(qm.named_parameters())["graph_module.conv1.weight"].grad
+    assert grad is not None and float(grad.abs().sum()) > 0
+    qm.eval().zero_grad()
+
     path = qm.export(tmp_path / "fused.onnx")
     model = onnx.load(str(path))
     kinds = {node.op_type for node in model.graph.node}
