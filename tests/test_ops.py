@@ -198,3 +198,14 @@ def test_core_aten_coverage_is_documented_and_current() -> None:
     assert section == render(result), (
         "docs/coverage.md is stale: run `python -m acekit_fx.coverage --write docs/coverage.md`"
     )
+
+
+def test_the_fx_parser_keeps_no_second_table_of_defined_calls() -> None:
+    """Its own tables hold only calls no definition lists (no mapping defined twice)."""
+    from acekit_fx.handlers import registry
+
+    registry._ensure_loaded()  # the handler modules fill the tables when imported
+    assert [f for f in registry.FUNCTIONS if OPDEFS.for_function(f)] == []
+    assert [m for m in registry.METHODS if OPDEFS.for_method(m)] == []
+    twice = [a for a in registry.ATEN if OPDEFS.for_aten("aten", *f"{a}.".split(".")[:2])]
+    assert twice == []

@@ -428,7 +428,6 @@ def convert_new_tensor(cx: NodeContext, input: Any, *args: Any, **kwargs: Any) -
     return ConstTensor(cx.result, sanitize(cx.fx_node.name), cx.subgraph, cx.location)
 
 
-aten("feature_dropout")(torch_ops.convert_dropout2d)
 aten("zeros", "empty")(torch_ops.factory(0.0))
 aten("ones")(torch_ops.factory(1.0))
 aten("full")(torch_ops.factory(None))
