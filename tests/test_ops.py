@@ -154,7 +154,7 @@ class _CoreMath(torch.nn.Module):
         b = torch.tan(torch.atan(y) * 0.5) + torch.round(y * 4) / 4 + torch.expm1(y.clamp(max=1))
         c = torch.where(torch.logical_xor(y > 0, torch.isnan(y)), a, b)
         c = c + torch.sinh(torch.asinh(y)) - torch.cosh(y * 0.1) + torch.log2(y.abs() + 1)
-        c = c / (1 + c.var(dim=(2, 3), keepdim=True))
+        c = c / (1 + c.var(dim=(2, 3), keepdim=True) + torch.var(c, 1, False, True))
         values, indices = c.max(dim=1, keepdim=True)
         positive = torch.any(c > 0, dim=1, keepdim=True)
         return values + indices + c.argmin(dim=1, keepdim=True) + positive * c.tanh().prod(1, True)

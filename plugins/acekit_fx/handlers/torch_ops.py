@@ -452,6 +452,30 @@ def convert_argmax(cx: NodeContext, input: Any, dim: Any = None, keepdim: Any = 
     return cx.out("argmax", [cx.value(input)], attrs)
 
 
+@lowers("var")
+def convert_var(
+    cx: NodeContext,
+    input: Any,
+    dim: Any = None,
+    unbiased: Any = None,
+    keepdim: Any = False,
+    *,
+    correction: Any = None,
+) -> Value:
+    """``torch.var`` / ``x.var``: ``unbiased`` (old spelling) is ``correction`` 1 or 0."""
+    if unbiased is not None and correction is not None:
+        raise Unsupported("var with both unbiased= and correction=")
+    chosen = correction if correction is not None else unbiased
+    amount = 1.0 if chosen is None else float(cx.static(chosen, "correction"))
+    axis = cx.static(dim, "dim")
+    attrs = {
+        "dim": tuple(axis) if isinstance(axis, list) else axis,
+        "correction": amount,
+        "keepdim": bool(cx.static(keepdim, "keepdim")),
+    }
+    return cx.out("var", [cx.value(input)], attrs)
+
+
 @lowers("cumsum")
 def convert_cumsum(cx: NodeContext, input: Any, dim: Any, *, dtype: Any = None) -> Value:
     """``torch.cumsum``."""
