@@ -8,9 +8,10 @@ acekit, in one place:
 
 - the schema: one tensor input, a float attribute ``max_val``;
 - the kernel the simulation (calibration, QAT, ``qm(x)``) runs: the library's op itself;
-- ``aten``: both parsers find the op under its qualified name (torch.fx records the call
+- ``aten``: the parsers find the op under its qualified name (torch.fx records the call
   as ``torch.ops.acekit_example.hard_swish_clamp``, torch.export as its ``.default``
-  overload), and bind ``(x, max_val)`` to ``(input, max_val)``;
+  overload, TorchScript as ``acekit_example::hard_swish_clamp``) and bind ``(x, max_val)``
+  to ``(input, max_val)``;
 - ``onnx``: torch's ONNX exporter knows nothing of the library, so ONNX targets lower
   the op to what it computes, ``HardSwish`` and ``Clip``.
 """
