@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -157,7 +158,16 @@ class _CoreMath(torch.nn.Module):
         c = c / (1 + c.var(dim=(2, 3), keepdim=True) + torch.var(c, 1, False, True))
         values, indices = c.max(dim=1, keepdim=True)
         positive = torch.any(c > 0, dim=1, keepdim=True)
-        return values + indices + c.argmin(dim=1, keepdim=True) + positive * c.tanh().prod(1, True)
+        ones = torch.ones_like(c).scatter(1, indices, 2.0)
+        hits = torch.zeros_like(c).scatter_add(1, indices, values)
+        extra = (ones + hits + torch.scatter(c, 1, indices, values)).sum(1, keepdim=True)
+        return (
+            values
+            + indices
+            + c.argmin(dim=1, keepdim=True)
+            + positive * c.tanh().prod(1, True)
+            + extra
+        )
 
 
 @pytest.mark.parametrize("path", ["fx", "export"])
@@ -171,7 +181,7 @@ def test_added_core_ops_parse_run_and_export(path: str, tmp_path: Path) -> None:
     ops = {node.op for node in graph.nodes}
     expected = {"atan2", "fmod", "sign", "log1p", "tan", "atan", "round", "expm1"}
     expected |= {"logical_xor", "isnan", "sinh", "asinh", "cosh", "log2", "argmin", "any"}
-    expected |= {"prod", "amax", "argmax", "group_norm", "pad", "var"}
+    expected |= {"prod", "amax", "argmax", "group_norm", "pad", "var", "scatter_elements"}
     assert expected <= ops, expected - ops
     module = graph.to_module()
     with torch.no_grad():
@@ -209,3 +219,22 @@ def test_the_fx_parser_keeps_no_second_table_of_defined_calls() -> None:
     assert [m for m in registry.METHODS if OPDEFS.for_method(m)] == []
     twice = [a for a in registry.ATEN if OPDEFS.for_aten("aten", *f"{a}.".split(".")[:2])]
     assert twice == []
+
+
+class _Scatters(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        index = x.argmax(1, keepdim=True)
+        added = torch.zeros_like(x).scatter_add(1, index, x)
+        return added + x.scatter(1, index, 2.0) + torch.scatter(x, 1, index, x * 3)
+
+
+@pytest.mark.parametrize("convert", [torch.jit.trace, torch.jit.script])
+def test_torchscript_converts_scatters_with_their_reduction(convert: Any) -> None:
+    x = torch.randn(3, 5)
+    model = _Scatters()
+    scripted = convert(model, x) if convert is torch.jit.trace else convert(model)
+    graph = acekit.parse(scripted, (x,), parser="torchscript")
+    scatters = [n for n in graph.nodes if n.op == "scatter_elements"]
+    assert [n.attrs.get("reduce") for n in scatters] == ["add", None, None]
+    with torch.no_grad():
+        assert torch.allclose(graph.to_module()(x), model(x))

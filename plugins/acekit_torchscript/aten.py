@@ -428,6 +428,16 @@ def _native_mha(call: OpCall) -> list[Any]:
     return call.emit("multihead_attention", values, attrs, name=call.layer_name)
 
 
+def _scatter(call: OpCall) -> list[Any]:
+    """``scatter``: of a tensor (``src``) or a number (``value``)."""
+    return convert_to(call, "scatter_elements", renames={"value": "src"})
+
+
+def _scatter_add(call: OpCall) -> list[Any]:
+    """``scatter_add``: a ``scatter_elements`` that adds."""
+    return convert_to(call, "scatter_elements", attrs={"reduce": "add"})
+
+
 def _data_dependent(call: OpCall) -> list[Any]:
     raise UnsupportedError(
         f"a Python value taken from {DATA_DEPENDENT}: the graph would depend on the values"
@@ -501,6 +511,8 @@ CONVERTERS: Final[dict[str, Converter]] = {
     "aten::log_softmax": _softmax,
     "aten::adaptive_max_pool2d": _first_of_two,
     "aten::_native_multi_head_attention": _native_mha,
+    "aten::scatter": _scatter,
+    "aten::scatter_add": _scatter_add,
     "aten::Int": _data_dependent,
     "aten::Float": _data_dependent,
     "aten::Bool": _data_dependent,

@@ -188,6 +188,19 @@ def gather_elements(input: Tensor, index: Tensor, *, dim: int) -> Tensor:
     return torch.gather(input, dim, index)
 
 
+def scatter_elements(
+    input: Tensor, index: Tensor, src: Any, *, dim: int, reduce: str | None = None
+) -> Tensor:
+    """``torch.scatter`` (``src`` a tensor or a number), ``torch.scatter_add`` when
+    ``reduce='add'``, ``scatter(..., reduce='multiply')`` when so."""
+    if reduce == "add":
+        source = src if isinstance(src, Tensor) else torch.full_like(index, src, dtype=input.dtype)
+        return torch.scatter_add(input, dim, index, source)
+    if reduce is None:
+        return torch.scatter(input, dim, index, src)
+    return torch.scatter(input, dim, index, src, reduce=reduce)
+
+
 def slice_scatter(
     input: Tensor,
     src: Tensor,
@@ -469,6 +482,19 @@ DEFINITIONS = [
         functions=(torch.gather,),
         methods=("gather",),
         aten=("gather",),
+    ),
+    OpDef(
+        OpSchema(
+            "scatter_elements",
+            ("input", "index", "src"),
+            {"dim": AttrSpec("int", required=True), "reduce": STR},
+            doc="torch.scatter / scatter_add (ONNX ScatterElements): input with src written "
+            "at index along dim (reduce='add': added); src may be a python-scalar constant.",
+        ),
+        kernel=scatter_elements,
+        functions=(torch.scatter, torch.scatter_add),
+        methods=("scatter", "scatter_add"),
+        aten=("scatter", "scatter_add"),
     ),
     OpDef(
         OpSchema(

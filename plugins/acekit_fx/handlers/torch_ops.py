@@ -876,6 +876,29 @@ def convert_gather(
     )
 
 
+@lowers("scatter_elements")
+def convert_scatter(
+    cx: NodeContext,
+    input: Any,
+    dim: Any,
+    index: Any,
+    src: Any = None,
+    *,
+    value: Any = None,
+    reduce: Any = None,
+) -> Value:
+    """``torch.scatter`` / ``torch.scatter_add`` (and their methods and ATen ops)."""
+    if reduce is not None:
+        raise Unsupported("scatter with reduce= (deprecated in torch; use scatter_reduce)")
+    target = cx.fx_node.target
+    name = target if isinstance(target, str) else getattr(target, "__name__", "")
+    attrs: dict[str, Any] = {"dim": int(cx.static(dim, "dim"))}
+    if "scatter_add" in name:
+        attrs["reduce"] = "add"
+    source = src if src is not None else value
+    return cx.out("scatter_elements", [cx.value(input), cx.value(index), cx.value(source)], attrs)
+
+
 @lowers("index_select")
 def convert_index_select(cx: NodeContext, input: Any, dim: Any, index: Any) -> Value:
     """``torch.index_select``."""
