@@ -237,3 +237,33 @@ def test_torchscript_converts_scatters_with_their_reduction(how: str) -> None:
     assert [n.attrs.get("reduce") for n in scatters] == ["add", None, None]
     with torch.no_grad():
         assert torch.allclose(graph.to_module()(x), model(x))
+
+
+class _IndexWrites(torch.nn.Module):
+    def forward(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        y[rows] = x[rows] * 2
+        return torch.index_put(y, (rows,), torch.ones_like(x[rows]), accumulate=True)
+
+
+@pytest.mark.parametrize("how", ["fx", "export", "trace"])
+def test_index_writes_are_index_put(how: str, tmp_path: Path) -> None:
+    import onnxruntime
+
+    model, x, rows = _IndexWrites(), torch.randn(5, 3), torch.tensor([0, 3])
+    if how == "trace":
+        graph = acekit.parse(torch.jit.trace(model, (x, rows)), (x, rows), parser="torchscript")
+    else:
+        source = model if how == "fx" else torch.export.export(model, (x, rows))
+        graph = acekit.parse(source, (x, rows), parser="fx")
+    puts = [n for n in graph.nodes if n.op == "index_put"]
+    assert puts and puts[-1].attrs == {"positions": (0,), "accumulate": True}
+    module = graph.to_module()
+    with torch.no_grad():
+        assert torch.allclose(module(x, rows), model(x, rows))
+    path = tmp_path / "puts.onnx"
+    torch.onnx.export(to_module(graph, export=True), (x, rows), str(path), dynamo=False)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), (x, rows), strict=True)}
+    (actual,) = session.run(None, feed)
+    assert torch.allclose(torch.from_numpy(actual), model(x, rows))

@@ -366,6 +366,18 @@ def _index(call: OpCall) -> list[Any]:
     return call.emit("index", inputs, {"positions": tuple(positions)})
 
 
+def _index_put(call: OpCall) -> list[Any]:
+    """``index_put(x, indices, values, accumulate)`` (``x[idx] = v``)."""
+    inputs = [call.tensor("self"), call.tensor("values")]
+    positions = []
+    for position, item in enumerate(call.arg("indices")):
+        if resolve(item) is not None:
+            positions.append(position)
+            inputs.append(call.value_of(item))
+    attrs = {"positions": tuple(positions), "accumulate": bool(call.static("accumulate"))}
+    return call.emit("index_put", inputs, attrs)
+
+
 def _upsample(call: OpCall) -> list[Any]:
     mode = call.op_name.removeprefix("upsample_")[:-2].removesuffix("_")
     mode = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bicubic"}.get(mode, mode)
@@ -500,6 +512,7 @@ CONVERTERS: Final[dict[str, Converter]] = {
     "aten::embedding": _embedding,
     "aten::gather": _gather,
     "aten::index": _index,
+    "aten::index_put": _index_put,
     "aten::upsample_nearest1d": _upsample,
     "aten::upsample_nearest2d": _upsample,
     "aten::upsample_bilinear2d": _upsample,

@@ -12,6 +12,7 @@ from acekit.ir.tensor_type import dtype_from_name
 from acekit.ops.opdef import OpDef
 from acekit.ops.schemas import (
     ANY,
+    BOOL,
     DTYPE,
     FLOAT,
     INT,
@@ -199,6 +200,21 @@ def scatter_elements(
     if reduce is None:
         return torch.scatter(input, dim, index, src)
     return torch.scatter(input, dim, index, src, reduce=reduce)
+
+
+def index_put(
+    input: Tensor,
+    values: Tensor,
+    *indices: Tensor,
+    positions: tuple[int, ...],
+    accumulate: bool = False,
+) -> Tensor:
+    """A copy of ``input`` with ``input[key] = values`` (``+=`` with ``accumulate``), where
+    ``indices[k]`` indexes dimension ``positions[k]``."""
+    key: list[Tensor | None] = [None] * (max(positions) + 1)
+    for position, tensor in zip(positions, indices, strict=True):
+        key[position] = tensor
+    return torch.index_put(input, tuple(key), values, accumulate)
 
 
 def slice_scatter(
@@ -482,6 +498,22 @@ DEFINITIONS = [
         functions=(torch.gather,),
         methods=("gather",),
         aten=("gather",),
+    ),
+    OpDef(
+        OpSchema(
+            "index_put",
+            (),
+            {"positions": AttrSpec("ints", required=True), "accumulate": BOOL},
+            variadic=True,
+            min_inputs=3,
+            doc="A copy of input with input[indices] = values (accumulate: +=): inputs are "
+            "(input, values, *index_tensors); index tensor k indexes dimension "
+            "positions[k] (aten.index_put).",
+        ),
+        kernel=index_put,
+        functions=(torch.index_put,),
+        methods=("index_put",),
+        aten=("index_put",),
     ),
     OpDef(
         OpSchema(

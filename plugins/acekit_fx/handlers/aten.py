@@ -369,6 +369,17 @@ def convert_index(cx: NodeContext, input: Any, indices: Any) -> Value:
     return cx.out("index", [cx.value(input), *tensors], {"positions": positions})
 
 
+@lowers("index_put")
+def convert_index_put(
+    cx: NodeContext, input: Any, indices: Any, values: Any, accumulate: Any = False
+) -> Value:
+    """``index_put(x, [None, idx, ...], values)``: what torch.export makes of ``x[idx] = v``."""
+    positions = tuple(i for i, t in enumerate(indices) if t is not None)
+    tensors = [cx.value(t) for t in indices if t is not None]
+    attrs = {"positions": positions, "accumulate": bool(cx.static(accumulate, "accumulate"))}
+    return cx.out("index_put", [cx.value(input), cx.value(values), *tensors], attrs)
+
+
 @aten("einsum")
 def convert_einsum(cx: NodeContext, equation: Any, tensors: Any, path: Any = None) -> Value:
     """``einsum(equation, tensors)``."""
