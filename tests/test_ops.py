@@ -267,3 +267,13 @@ def test_index_writes_are_index_put(how: str, tmp_path: Path) -> None:
     feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), (x, rows), strict=True)}
     (actual,) = session.run(None, feed)
     assert torch.allclose(torch.from_numpy(actual), model(x, rows))
+
+
+def test_onnx_types_say_what_the_qdq_lowering_looks_through() -> None:
+    from acekit.quant.qdq_onnx import onnx_ops
+
+    assert onnx_ops(["flatten", "max_pool2d", "relu", "no_such_op"]) == {
+        "Flatten",
+        "Reshape",
+        "MaxPool",
+    }

@@ -15,7 +15,9 @@ An :class:`OpDef` is all the kernel and the built-in plugins need to know about 
 - ``onnx``: how ONNX-consuming targets lower it. Exports trace the generated module with
   torch's ONNX exporter, so by default the kernel's torch code is the lowering; ``onnx``
   is a function with the kernel's signature, run instead of the kernel while exporting,
-  for kernels whose torch calls the exporter cannot lower (or lowers poorly).
+  for kernels whose torch calls the exporter cannot lower (or lowers poorly);
+- ``onnx_types``: the ONNX op types the op exports as, for passes over the exported file
+  (the QDQ lowering follows a bias's input scale through ops that move values).
 
 Core ops and plugin ops are defined the same way; a plugin registers its definitions
 from ``acekit_register_ops`` with ``registry.add_op(OpDef(...))``.
@@ -73,6 +75,7 @@ class OpDef:
     methods: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple, validator=_names)
     aten: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple, validator=_names)
     onnx: KernelFn | None = attrs.field(default=None, validator=_optional_callable)
+    onnx_types: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple, validator=_names)
 
     @property
     def name(self) -> str:

@@ -98,6 +98,7 @@ DEFINITIONS = [
             torch.max_pool1d,
         ),
         aten=("max_pool1d",),
+        onnx_types=("MaxPool",),
     ),
     OpDef(
         _pool("max_pool2d", {"dilation": INTS}),
@@ -107,6 +108,7 @@ DEFINITIONS = [
             torch.max_pool2d,
         ),
         aten=("max_pool2d",),
+        onnx_types=("MaxPool",),
     ),
     OpDef(
         _pool("avg_pool1d", {"count_include_pad": BOOL}),

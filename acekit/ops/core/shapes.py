@@ -269,6 +269,7 @@ DEFINITIONS = [
         functions=(torch.flatten,),
         methods=("flatten",),
         aten=("flatten",),
+        onnx_types=("Flatten", "Reshape"),
     ),
     OpDef(
         unary("unflatten", dim=INT, sizes=INTS),
@@ -276,10 +277,12 @@ DEFINITIONS = [
         functions=(torch.unflatten,),
         methods=("unflatten",),
         aten=("unflatten",),
+        onnx_types=("Reshape",),
     ),
     OpDef(
         sized("reshape", "shape"),
         kernel=reshape,
+        onnx_types=("Reshape",),
     ),
     OpDef(
         sized("expand", "size"),
@@ -295,6 +298,7 @@ DEFINITIONS = [
     OpDef(
         unary("permute", dims=INTS),
         kernel=permute,
+        onnx_types=("Transpose",),
     ),
     OpDef(
         unary("transpose", dim0=INT, dim1=INT),
@@ -310,11 +314,13 @@ DEFINITIONS = [
             "swapdims",
         ),
         aten=("transpose",),
+        onnx_types=("Transpose",),
     ),
     OpDef(
         unary("contiguous"),
         kernel=contiguous,
         methods=("contiguous",),
+        onnx_types=("Identity",),
     ),
     OpDef(
         unary("unsqueeze", dim=INT),
@@ -322,6 +328,7 @@ DEFINITIONS = [
         functions=(torch.unsqueeze,),
         methods=("unsqueeze",),
         aten=("unsqueeze",),
+        onnx_types=("Unsqueeze",),
     ),
     OpDef(
         unary("squeeze", dim=ANY),
@@ -329,6 +336,7 @@ DEFINITIONS = [
         functions=(torch.squeeze,),
         methods=("squeeze",),
         aten=("squeeze",),
+        onnx_types=("Squeeze",),
     ),
     OpDef(
         unary("flip", dims=INTS),
