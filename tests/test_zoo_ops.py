@@ -3,6 +3,7 @@ and the generated module matches the model, at the example's shape and at anothe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -95,6 +96,68 @@ class AddMM(nn.Module):
         return torch.addmm(self.bias, x.flatten(1, 2)[:, :8], self.weight.t())
 
 
+class Writes(nn.Module):
+    """Writes into computed tensors: Swin v2 zeroes a slice of its qkv bias copy, MViTv2
+    adds into a corner of its attention (slice_scatter, select_scatter, copy)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.proj.bias.clone()
+        bias[2:6].zero_()
+        y = F.linear(x, self.proj.weight, bias)
+        attn = y @ y.transpose(-1, -2)
+        attn[:, 1:, 1:] = attn[:, 1:, 1:] + 1.0
+        attn[:, 0] = attn[:, 1] * 0.5
+        return attn @ y
+
+
+class Copy(nn.Module):
+    """``aten.copy`` as torch.export records it: broadcast and cast into the first."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        row = torch.ops.aten.copy.default(x, x[:, :1] * 2)
+        flags = torch.ops.aten.copy.default(x.int(), x > 0)
+        return row + flags
+
+
+class Outlook(nn.Module):
+    """VOLO's outlook attention in small: nn.Unfold, F.fold to the input's size (read
+    from its shape, with math.ceil), and Tensor.max/min along a dim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.unfold = nn.Unfold(kernel_size=3, padding=1, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        batch, channels, height, width = x.shape
+        blocks = math.ceil(height / 2) * math.ceil(width / 2)
+        columns = self.unfold(x).reshape(batch, channels * 9, blocks)
+        y = F.fold(columns.relu(), (height, width), kernel_size=3, padding=1, stride=2)
+        low = y.min(dim=-1, keepdim=True)
+        return y + 0.5 * y.max(1)[0].unsqueeze(1) - low.values + low.indices
+
+
+class AntialiasedResize(nn.Module):
+    """Antialiased bicubic/bilinear resizing: of features, and of a parameter alone
+    (timm's SAM ViT resizes its position embedding in forward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pos_embed = nn.Parameter(torch.randn(1, 4, 5, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        small = F.interpolate(self.conv(x), size=(5, 5), mode="bicubic", antialias=True)
+        pos = F.interpolate(self.pos_embed, scale_factor=1.0, mode="bicubic", antialias=True)
+        half = F.interpolate(small + pos, scale_factor=0.5, mode="bilinear", antialias=True)
+        return half.mean((-1, -2), keepdim=True) + small
+
+
 CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], tuple[int, ...], str]] = {
     "norm": (Norms, (2, 3, 8), (3, 3, 8), "norm"),
     "addcmul": (AddCMul, (2, 3, 8), (3, 3, 8), "mul"),
@@ -105,6 +168,10 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], tuple[int, ...]
     "expand_as": (MeanPool, (2, 5, 8), (3, 5, 8), "expand"),
     "unfold": (Windows, (1, 2, 10, 3), (2, 2, 10, 3), "unfold"),
     "addmm": (AddMM, (2, 1, 8), (3, 1, 8), "linear"),
+    "slice_scatter": (Writes, (2, 4, 8), (3, 4, 8), "slice_scatter"),
+    "copy": (Copy, (2, 5, 3), (3, 5, 3), "expand"),
+    "im2col": (Outlook, (1, 3, 9, 8), (2, 3, 9, 8), "col2im"),
+    "antialias": (AntialiasedResize, (1, 3, 11, 9), (2, 3, 11, 9), "interpolate"),
 }
 
 
@@ -257,3 +324,35 @@ def test_adaptive_average_pooling_to_sizes_that_do_not_divide(
     x = torch.randn(shape)
     kernel = get_kernel("adaptive_avg_pool2d").fn
     torch.testing.assert_close(kernel(x, output_size=size), F.adaptive_avg_pool2d(x, size))
+
+
+#: The ops added for the zoo's failing models, run through the user's whole job:
+#: compile (calibration batch != example batch), export, ORT at two batch sizes vs qm(x).
+DEPLOYED = ["slice_scatter", "copy", "im2col", "antialias"]
+
+
+@pytest.mark.parametrize("case", DEPLOYED)
+def test_new_ops_deploy_to_onnx_runtime(case: str) -> None:
+    from tests.zoo.harness import Case, run_case
+
+    make, shape, _, _ = CASES[case]
+
+    def inputs(batch: int, variant: int) -> tuple[torch.Tensor, ...]:
+        return (torch.randn(batch, *shape[1:]),)
+
+    outcome = run_case(Case("ops", case, make, inputs))
+    assert outcome.stage == "pass", f"{outcome.stage}: {outcome.error}\n{outcome.trace}"
+    assert set(outcome.stages) >= {"export", "ort", "ort_other"}
+
+
+@pytest.mark.parametrize("case", ["im2col", "antialias"])
+def test_new_ops_parse_from_torchscript(case: str) -> None:
+    from acekit_torchscript import parse_torchscript
+
+    make, shape, _, op = CASES[case]
+    torch.manual_seed(0)
+    model, x = make().eval(), torch.randn(shape)
+    with torch.no_grad():
+        graph = parse_torchscript(torch.jit.trace(model, x), (x,))
+        assert op in {node.op for node in graph.nodes}
+        assert_matches(model(x), graph.to_module()(x))

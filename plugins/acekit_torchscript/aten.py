@@ -379,16 +379,20 @@ def _index_put(call: OpCall) -> list[Any]:
 
 
 def _upsample(call: OpCall) -> list[Any]:
-    mode = call.op_name.removeprefix("upsample_")[:-2].removesuffix("_")
-    mode = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bicubic"}.get(mode, mode)
+    name = call.op_name.removeprefix("_")  # _upsample_bicubic2d_aa: antialiased
+    antialias = name.endswith("_aa")
+    mode = name.removesuffix("_aa").removeprefix("upsample_")[:-2].removesuffix("_")
     attrs: dict[str, Any] = {"mode": mode}
+    if antialias:
+        attrs["antialias"] = True
     if not call.is_none("output_size"):
         attrs["size"] = tuple(call.static("output_size"))
     elif call.has("scale_factors") and not call.is_none("scale_factors"):
         attrs["scale_factor"] = tuple(float(f) for f in call.static("scale_factors"))
     if call.has("align_corners"):
         attrs["align_corners"] = bool(call.static("align_corners"))
-    return call.emit("interpolate", [call.tensor("self")], attrs)
+    source = "input" if call.has("input") else "self"  # the _aa ops name it input
+    return call.emit("interpolate", [call.tensor(source)], attrs)
 
 
 def _einsum(call: OpCall) -> list[Any]:
@@ -409,6 +413,25 @@ def _first_of_two(call: OpCall) -> list[Any]:
     """Ops returning what the IR op computes and indices it does not (max pooling)."""
     entries = convert_to(call, call.op_name)
     return [*entries, MISSING_RESULT]
+
+
+def _extreme(call: OpCall) -> list[Any]:
+    """``max``/``min``: of all elements, of two tensors, or along ``dim`` (values and
+    indices)."""
+    reduce, elementwise, index = (
+        ("amax", "maximum", "argmax") if call.op_name == "max" else ("amin", "minimum", "argmin")
+    )
+    if call.has("other"):
+        return call.emit(elementwise, [call.tensor("self"), call.tensor("other")])
+    if not call.has("dim"):
+        return call.emit(reduce, [call.tensor("self")], {"dim": None, "keepdim": False})
+    attrs = {"dim": call.static("dim"), "keepdim": bool(call.static("keepdim"))}
+    values, indices = call.results
+    tensor = call.tensor("self")
+    return [
+        *call.emit(reduce, [tensor], attrs, results=[values]),
+        *call.emit(index, [tensor], attrs, results=[indices]),
+    ]
 
 
 def _native_mha(call: OpCall) -> list[Any]:
@@ -517,12 +540,16 @@ CONVERTERS: Final[dict[str, Converter]] = {
     "aten::upsample_nearest2d": _upsample,
     "aten::upsample_bilinear2d": _upsample,
     "aten::upsample_bicubic2d": _upsample,
+    "aten::_upsample_bilinear2d_aa": _upsample,
+    "aten::_upsample_bicubic2d_aa": _upsample,
     "aten::einsum": _einsum,
     "aten::pow": _pow,
     "aten::softmax": _softmax,
     "aten::_softmax": _softmax,
     "aten::log_softmax": _softmax,
     "aten::adaptive_max_pool2d": _first_of_two,
+    "aten::max": _extreme,
+    "aten::min": _extreme,
     "aten::_native_multi_head_attention": _native_mha,
     "aten::scatter": _scatter,
     "aten::scatter_add": _scatter_add,

@@ -7,6 +7,8 @@ small model per source, chosen by the date.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.zoo.catalogue import SMALL, SOURCES, all_cases, rotating_sample
@@ -27,8 +29,25 @@ def _check(case: Case, *, keep: bool) -> None:
     )
 
 
+#: Models whose compile and export peak at 10 GB or more (ViT-L: 10.7 GB, measured):
+#: ``make slow`` (``--dist loadgroup``) runs them on one worker, one after another, so
+#: that two never share the machine's memory.
+LARGE = {"vit_h_14", "vit_l_16", "vit_l_32"}
+
+
+def _params(cases: list[Case]) -> list[Any]:
+    return [
+        pytest.param(
+            case,
+            id=f"{case.source}/{case.name}",
+            marks=[pytest.mark.xdist_group("large")] if case.name in LARGE else [],
+        )
+        for case in cases
+    ]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case", all_cases(), ids=lambda c: f"{c.source}/{c.name}")
+@pytest.mark.parametrize("case", _params(all_cases()))
 def test_zoo_model(case: Case) -> None:
     _check(case, keep=True)
 

@@ -599,14 +599,14 @@ DEFINITIONS = [
     OpDef(
         unary("floor"),
         kernel=_UNARY["floor"],
-        functions=(torch.floor,),
+        functions=(torch.floor, math.floor),  # math.*: shape arithmetic (ceil(H / stride))
         methods=("floor",),
         aten=("floor",),
     ),
     OpDef(
         unary("ceil"),
         kernel=_UNARY["ceil"],
-        functions=(torch.ceil,),
+        functions=(torch.ceil, math.ceil),  # math.*: shape arithmetic (ceil(H / stride))
         methods=("ceil",),
         aten=("ceil",),
     ),

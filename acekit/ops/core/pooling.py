@@ -86,7 +86,52 @@ def interpolate(input: Tensor, size_input: Any = None, **options: Any) -> Tensor
     """``F.interpolate``; the size comes from the input when there is one."""
     if size_input is not None:
         options["size"] = tuple(size_input)
+    if options.get("antialias") and input.dim() == 4:
+        return _antialiased_resize(input, options)
     return F.interpolate(input, **options)
+
+
+def _antialiased_resize(input: Tensor, options: dict[str, Any]) -> Tensor:
+    """An antialiased 2-D resize as ``rows @ input @ cols.T``.
+
+    ONNX ``Resize`` antialiases only from opset 18 and torch's exporter lowers no
+    ``_upsample_*_aa``. The resize is linear and separable, so each axis is a matrix:
+    the same resize applied to the basis vectors of that axis. The matrices depend only
+    on sizes and are built outside any exporter's trace, so they export as constants.
+    """
+    height, width = int(input.shape[-2]), int(input.shape[-1])
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)  # type: ignore[attr-defined]
+    try:
+        with torch.no_grad():
+            rows = _resize_matrix(height, 0, options, input)
+            cols = _resize_matrix(width, 1, options, input)
+    finally:
+        torch._C._set_tracing_state(state)  # type: ignore[attr-defined]
+    return torch.matmul(torch.matmul(rows, input), cols.transpose(0, 1))
+
+
+def _resize_matrix(length: int, axis: int, options: dict[str, Any], like: Tensor) -> Tensor:
+    """The (output, ``length``) matrix of ``F.interpolate(**options)`` along ``axis``
+    (0: height, 1: width), read from resizing the basis vectors of that axis."""
+    # The other axis is 2 wide and kept at 2 (torch's antialiased kernels mis-resize
+    # an axis of size 1): the probe is constant along it, and stays so.
+    basis = torch.eye(length, dtype=like.dtype, device=like.device)
+    if axis == 0:
+        probe = basis.reshape(1, length, length, 1).expand(1, length, length, 2)
+    else:
+        probe = basis.reshape(1, length, 1, length).expand(1, length, 2, length)
+    kept = dict(options)
+    size, scale = kept.pop("size", None), kept.pop("scale_factor", None)
+    if size is not None:
+        sizes = (size, size) if isinstance(size, int) else tuple(size)
+        kept["size"] = (sizes[0], 2) if axis == 0 else (2, sizes[1])
+    else:
+        scales = (scale, scale) if isinstance(scale, int | float) else tuple(scale)
+        kept["scale_factor"] = (scales[0], 1.0) if axis == 0 else (1.0, scales[1])
+    resized = F.interpolate(probe.contiguous(), **kept)
+    line = resized[:, :, :, 0] if axis == 0 else resized[:, :, 0, :]
+    return line.reshape(length, -1).transpose(0, 1)
 
 
 DEFINITIONS = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -226,13 +227,89 @@ def slice_scatter(
     end: int | None = None,
     step: int = 1,
 ) -> Tensor:
-    """``torch.slice_scatter``."""
-    return torch.slice_scatter(input, src, dim, start, end, step)
+    """``torch.slice_scatter``, written as a scatter to the slice's positions.
+
+    ONNX exporters have no lowering for ``aten::slice_scatter``; ``scatter`` exports as
+    ``ScatterElements`` (the positions are a ``Range``, so free dims stay free).
+    """
+    axis = dim % input.dim()
+    positions = torch.arange(input.shape[axis], device=input.device)[start:end:step]
+    return input.scatter(axis, _along(positions, axis, input.dim()).expand_as(src), src)
 
 
 def select_scatter(input: Tensor, src: Tensor, *, dim: int, index: int) -> Tensor:
-    """``torch.select_scatter``."""
-    return torch.select_scatter(input, src, dim, index)
+    """``torch.select_scatter``, as a scatter (exportable to ONNX, see slice_scatter)."""
+    axis = dim % input.dim()
+    position = torch.arange(input.shape[axis], device=input.device)[index : index + 1 or None]
+    src = src.unsqueeze(axis)
+    return input.scatter(axis, _along(position, axis, input.dim()).expand_as(src), src)
+
+
+def _along(positions: Tensor, axis: int, rank: int) -> Tensor:
+    """The 1-D ``positions`` as a tensor of ``rank`` dims laid along ``axis``."""
+    shape = [1] * rank
+    shape[axis] = -1
+    return positions.view(shape)
+
+
+def im2col(
+    input: Tensor,
+    *,
+    kernel_size: Sequence[int],
+    dilation: Sequence[int] = (1, 1),
+    padding: Sequence[int] = (0, 0),
+    stride: Sequence[int] = (1, 1),
+) -> Tensor:
+    """``F.unfold`` (torch's ONNX exporter lowers it to gathers)."""
+    return F.unfold(input, tuple(kernel_size), tuple(dilation), tuple(padding), tuple(stride))
+
+
+def col2im(
+    input: Tensor,
+    size_input: Sequence[int] | None = None,
+    *,
+    output_size: Sequence[int] | None = None,
+    kernel_size: Sequence[int],
+    dilation: Sequence[int] = (1, 1),
+    padding: Sequence[int] = (0, 0),
+    stride: Sequence[int] = (1, 1),
+) -> Tensor:
+    """``F.fold``, written as a transposed convolution with one-hot kernels.
+
+    ONNX has ``Col2Im`` only from opset 18; a grouped ``ConvTranspose`` whose kernel
+    ``t`` of each channel is 1 at block offset ``t`` adds every column entry to its pixel
+    the same way (each output is a sum of inputs times 1).
+    """
+    size = size_input if size_input is not None else output_size
+    assert size is not None, "col2im needs an output size"
+    batched = input.dim() == 3
+    columns = input if batched else input.unsqueeze(0)
+    kh, kw = kernel_size
+    # Channels and image size are plain ints even while an exporter traces sizes: the
+    # convolution's kernel and output padding must be constants in ONNX.
+    channels = int(columns.shape[1]) // (kh * kw)
+    size = [int(n) for n in size]
+    settings = list(zip(size, kernel_size, dilation, padding, stride, strict=True))
+    blocks = [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, d, p, s in settings]
+    # The transposed convolution's natural size falls short of output_size by the rows
+    # and columns no block reaches (fewer than one stride): output_padding adds them.
+    extra = [
+        n - ((b - 1) * s - 2 * p + d * (k - 1) + 1)
+        for b, (n, k, d, p, s) in zip(blocks, settings, strict=True)
+    ]
+    grid = columns.unflatten(-1, (blocks[0], blocks[1]))
+    eye = torch.eye(kh * kw, dtype=columns.dtype, device=columns.device)
+    weight = eye.reshape(kh * kw, 1, kh, kw).repeat(channels, 1, 1, 1)
+    image = F.conv_transpose2d(
+        grid,
+        weight,
+        stride=tuple(stride),
+        padding=tuple(padding),
+        output_padding=tuple(extra),
+        groups=channels,
+        dilation=tuple(dilation),
+    )
+    return image if batched else image.squeeze(0)
 
 
 def full(
@@ -381,6 +458,40 @@ DEFINITIONS = [
         kernel=unfold,
         methods=("unfold",),
         aten=("unfold",),
+    ),
+    OpDef(
+        unary(
+            "im2col",
+            kernel_size=AttrSpec("ints", required=True),
+            dilation=INTS,
+            padding=INTS,
+            stride=INTS,
+            doc="F.unfold / nn.Unfold: the sliding 2-D blocks of an (N, C, H, W) input as "
+            "columns, (N, C * kh * kw, blocks).",
+        ),
+        kernel=im2col,
+        functions=(F.unfold,),
+        aten=("im2col",),
+    ),
+    OpDef(
+        OpSchema(
+            "col2im",
+            ("input", "output_size"),
+            {
+                "output_size": INTS,
+                "kernel_size": AttrSpec("ints", required=True),
+                "dilation": INTS,
+                "padding": INTS,
+                "stride": INTS,
+            },
+            optional_inputs=1,
+            doc="F.fold / nn.Fold: sums (N, C * kh * kw, blocks) columns back into an "
+            "(N, C, *output_size) image, the inverse layout of im2col; output_size is an "
+            "attribute, or a pack input when the graph reads it from a shape.",
+        ),
+        kernel=col2im,
+        functions=(F.fold,),
+        aten=("col2im",),
     ),
     OpDef(
         OpSchema(

@@ -40,6 +40,9 @@ aten("expand")(
     lambda cx, input, size, implicit=False: torch_ops.sized_node("expand", "size")(cx, input, size)
 )
 aten("expand_as")(METHODS["expand_as"])
+# torch.max / torch.min along a dim: (values, indices), as their torch-level handler.
+aten("max.dim", "max.default")(FUNCTIONS[torch.max])
+aten("min.dim", "min.default")(FUNCTIONS[torch.min])
 aten("flip")(lambda cx, input, dims: torch_ops.convert_flip(cx, input, dims))
 aten("contiguous", "alias", "lift_fresh_copy")(
     lambda cx, input, *args, **kwargs: cx.out("identity", [cx.value(input)])
@@ -188,19 +191,6 @@ def convert_native_group_norm(
     attrs = {"num_groups": int(cx.static(group, "group")), "eps": float(cx.static(eps, "eps"))}
     value = cx.out("group_norm", inputs, attrs, result=cx.result[0])
     return (value, None, None)
-
-
-@aten("max.dim", "min.dim")
-def convert_max_dim(cx: NodeContext, input: Any, dim: Any, keepdim: Any = False) -> tuple[Any, ...]:
-    """``max(x, dim)`` / ``min(x, dim)``: (values, indices) as ``amax``/``amin`` and
-    ``argmax``/``argmin`` nodes."""
-    target = cx.fx_node.target
-    assert isinstance(target, torch._ops.OpOverload)
-    kind = target.overloadpacket.__name__
-    attrs = {"dim": int(cx.static(dim, "dim")), "keepdim": bool(cx.static(keepdim, "keepdim"))}
-    indices = cx.helper(f"arg{kind}", [cx.value(input)], attrs).output
-    values = cx.out(f"a{kind}", [cx.value(input)], attrs, result=cx.result[0])
-    return (values, indices)
 
 
 @aten(
@@ -378,6 +368,22 @@ def convert_index_put(
     tensors = [cx.value(t) for t in indices if t is not None]
     attrs = {"positions": positions, "accumulate": bool(cx.static(accumulate, "accumulate"))}
     return cx.out("index_put", [cx.value(input), cx.value(values), *tensors], attrs)
+
+
+@aten("copy")
+def convert_copy(cx: NodeContext, input: Any, src: Any, non_blocking: Any = False) -> Value:
+    """``copy(x, src)``: ``src`` broadcast to ``x``'s shape, in ``x``'s dtype (what
+    torch.export makes of ``x[...] = src``, before a ``slice_scatter`` puts it back)."""
+    target, source = cx.concrete(input), cx.concrete(src)
+    value = cx.value(src)
+    if source.dtype != target.dtype:
+        if source.shape == target.shape:
+            return cx.out("to", [value], {"dtype": cx.dtype(target.dtype)})
+        value = cx.helper("to", [value], {"dtype": cx.dtype(target.dtype)}).output
+    if source.shape == target.shape:
+        return value
+    shape = cx.helper("shape", [cx.value(input)]).output
+    return cx.out("expand", [value, shape])
 
 
 @aten("einsum")

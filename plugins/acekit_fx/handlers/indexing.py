@@ -76,6 +76,8 @@ def convert_assert_is_none(cx: NodeContext, value: Any, message: Any = "") -> No
 def convert_getattr(cx: NodeContext, obj: Any, name: Any, *default: Any) -> Any:
     """Attributes of tensors: ``shape`` and ``ndim`` are ops; ``dtype``/``device`` constants."""
     attr = cx.static(name, "attribute name")
+    if type(obj).__module__ == "torch.return_types":  # x.max(1).values
+        return getattr(obj, attr)
     if not isinstance(obj, Value):
         raise Unsupported(f"attribute {attr!r} of a value computed by the graph")
     if attr == "shape":

@@ -17,6 +17,8 @@ from acekit_fx.handlers.registry import module
 from acekit_fx.handlers.torch_ops import (
     batch_norm_node,
     conv_attrs,
+    convert_col2im,
+    convert_im2col,
     implicit_softmax_dim,
     pool_attrs,
 )
@@ -240,6 +242,20 @@ def convert_upsample(cx: NodeContext, mod: nn.Upsample, input: Any) -> Value:
         "recompute_scale_factor": mod.recompute_scale_factor,
     }
     return cx.out("interpolate", [cx.value(input)], attrs)
+
+
+@module(nn.Unfold)
+def convert_unfold_module(cx: NodeContext, mod: nn.Unfold, input: Any) -> Value:
+    """``nn.Unfold``: ``im2col``."""
+    return convert_im2col(cx, input, mod.kernel_size, mod.dilation, mod.padding, mod.stride)
+
+
+@module(nn.Fold)
+def convert_fold_module(cx: NodeContext, mod: nn.Fold, input: Any) -> Value:
+    """``nn.Fold``: ``col2im``."""
+    return convert_col2im(
+        cx, input, mod.output_size, mod.kernel_size, mod.dilation, mod.padding, mod.stride
+    )
 
 
 @module(nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.ReflectionPad1d,

@@ -476,6 +476,80 @@ def convert_var(
     return cx.out("var", [cx.value(input)], attrs)
 
 
+@lowers("argmin")
+def convert_argmin(cx: NodeContext, input: Any, dim: Any = None, keepdim: Any = False) -> Value:
+    """``torch.argmin``."""
+    attrs = {"dim": cx.static(dim, "dim"), "keepdim": bool(cx.static(keepdim, "keepdim"))}
+    return cx.out("argmin", [cx.value(input)], attrs)
+
+
+def _extreme(op: str, elementwise: str, arg: str) -> Any:
+    """``torch.max``/``torch.min`` and their methods: of all elements (``amax``), of two
+    tensors (``maximum``), or along ``dim``, where they return (values, indices)."""
+
+    def handler(cx: NodeContext, input: Any, dim: Any = None, keepdim: Any = False) -> Any:
+        if isinstance(dim, Value) or isinstance(cx.concrete(dim), torch.Tensor):
+            return cx.out(elementwise, [cx.value(input), cx.value(dim)])
+        if dim is None:
+            return cx.out(op, [cx.value(input)], {"dim": None, "keepdim": False})
+        attrs = {"dim": int(cx.static(dim, "dim")), "keepdim": bool(cx.static(keepdim, "keepdim"))}
+        tensor = cx.value(input)
+        values = cx.out(op, [tensor], attrs, result=cx.result[0])
+        # The named tuple torch returns, so that .values / .indices read as they do in torch.
+        return type(cx.result)((values, cx.helper(arg, [tensor], attrs).output))
+
+    handler.__name__ = f"convert_{op}_extreme"
+    return handler
+
+
+function(torch.max)(_extreme("amax", "maximum", "argmax"))
+method("max")(_extreme("amax", "maximum", "argmax"))
+function(torch.min)(_extreme("amin", "minimum", "argmin"))
+method("min")(_extreme("amin", "minimum", "argmin"))
+
+
+@lowers("im2col")
+def convert_im2col(
+    cx: NodeContext,
+    input: Any,
+    kernel_size: Any,
+    dilation: Any = 1,
+    padding: Any = 0,
+    stride: Any = 1,
+) -> Value:
+    """``F.unfold``: an ``im2col``."""
+    attrs = {
+        "kernel_size": cx.ints(kernel_size, "kernel_size", length=2),
+        "dilation": cx.ints(dilation, "dilation", length=2),
+        "padding": cx.ints(padding, "padding", length=2),
+        "stride": cx.ints(stride, "stride", length=2),
+    }
+    return cx.out("im2col", [cx.value(input)], attrs)
+
+
+@lowers("col2im")
+def convert_col2im(
+    cx: NodeContext,
+    input: Any,
+    output_size: Any,
+    kernel_size: Any,
+    dilation: Any = 1,
+    padding: Any = 0,
+    stride: Any = 1,
+) -> Value:
+    """``F.fold``: a ``col2im`` (its output size may be read from a shape)."""
+    size, packed = cx.sized(output_size, "output_size")
+    attrs = {
+        "output_size": size,
+        "kernel_size": cx.ints(kernel_size, "kernel_size", length=2),
+        "dilation": cx.ints(dilation, "dilation", length=2),
+        "padding": cx.ints(padding, "padding", length=2),
+        "stride": cx.ints(stride, "stride", length=2),
+    }
+    extra = [packed] if packed is not None else []
+    return cx.out("col2im", [cx.value(input), *extra], attrs)
+
+
 @lowers("cumsum")
 def convert_cumsum(cx: NodeContext, input: Any, dim: Any, *, dtype: Any = None) -> Value:
     """``torch.cumsum``."""
