@@ -536,6 +536,16 @@ def test_torchvision_stochastic_depth_is_an_op() -> None:
     check_runs(model, graph, x)
 
 
+def test_torchvision_models_keep_their_source_lines() -> None:
+    # torchvision's path starts like torch's (``.../torch`` + ``vision``): its frames are
+    # the model's code, which errors and the printed graph name.
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18(num_classes=4).eval()
+    graph = parse(model, torch.randn(1, 3, 32, 32))
+    location = graph.node("conv1").source_location
+    assert location is not None and "torchvision/models/resnet.py:" in location
+
+
 def test_acekit_parse_chooses_the_fx_parser(fx_registered: None) -> None:
     model = ConvNet().eval()
     x = torch.randn(1, 3, 8, 8)

@@ -279,6 +279,17 @@ def test_bias_rounding_agrees_in_torch_and_numpy() -> None:
     np.testing.assert_allclose(rounded.numpy(), q * step, rtol=0, atol=1e-7)
 
 
+def test_a_bias_beyond_int32_saturates_with_its_sign_in_torch_and_numpy() -> None:
+    # gMLP's spatial gate: weights ~1e-6 with a bias of 1 put the bias ~2.5e9 steps out.
+    bias = torch.tensor([1.0, -1.0])
+    s_in, s_w = torch.tensor(0.025), torch.full((2,), 1.6e-8)
+    step = qmath.bias_step(s_in, s_w).numpy()
+    q = qmath.quantize_bias_np(bias.numpy(), step)
+    assert q.tolist() == [2**31 - 1, -(2**31)]
+    rounded = qmath.round_bias(bias, s_in, s_w)
+    np.testing.assert_allclose(rounded.numpy(), q * step.astype(np.float64), rtol=1e-6)
+
+
 def test_batchnorm_folding_matches_conv_then_batchnorm() -> None:
     generator = torch.Generator().manual_seed(2)
     conv = torch.nn.Conv2d(3, 4, 3).double().eval()

@@ -204,10 +204,16 @@ def dequantize_np(
 def quantize_bias_np(
     bias: npt.NDArray[Any], step: npt.NDArray[Any], bits: int = 32
 ) -> npt.NDArray[Any]:
-    """``bias`` as ``bits``-bit integers on the grid ``step`` (int32 for 32 bits)."""
+    """``bias`` as ``bits``-bit integers on the grid ``step`` (int32 for 32 bits).
+
+    A bias beyond the range saturates, as :func:`round_bias` does. The clip runs in
+    float64: float32 cannot hold 2**31 - 1, so a float32 clip gives 2**31, which the cast
+    to int32 wraps to -2**31 (a large positive bias would flip sign).
+    """
     qmin, qmax = integer_range(bits, signed=True)
     dtype = np.int32 if bits > 16 else (np.int16 if bits > 8 else np.int8)
-    return np.clip(np.round(bias / step), qmin, qmax).astype(dtype)
+    rounded = np.round(bias / step).astype(np.float64)
+    return np.clip(rounded, qmin, qmax).astype(dtype)
 
 
 # -- BatchNorm folding ---------------------------------------------------------------------

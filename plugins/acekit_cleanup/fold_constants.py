@@ -52,7 +52,8 @@ CONSTANTS_PATH: Final = "folded_constants"
 def shape_query(node: Node) -> Any:
     """The result of a shape query that static types answer, else ``MISSING``.
 
-    ``shape``, ``dim`` and ``numel`` of a value with a static shape, and
+    ``dim`` of a value of known rank, ``shape`` and ``numel`` of a value with a static
+    shape, and
     ``gather(shape(x), i)`` or ``shape(x){dim=i}`` when only dimension ``i`` is static
     (a symbolic batch size leaves the other dimensions foldable).
     """
@@ -70,11 +71,13 @@ def shape_query(node: Node) -> Any:
     dim = node.attrs.get("dim")
     if node.op == "shape" and dim is not None:
         return _static_dim(type_, dim)
+    if node.op == "dim":
+        # The rank is static even where sizes are free: timm's BatchNormAct2d asserts
+        # ``x.ndim == 4`` on the conv's output, and an unfolded check keeps BN unfolded.
+        return len(type_.shape) if type_.shape is not None else MISSING
     shape = static_shape(type_)
     if shape is None:
         return MISSING
-    if node.op == "dim":
-        return len(shape)
     if node.op == "numel":
         return math.prod(shape)
     return shape

@@ -33,20 +33,32 @@ class TraceFailedError(ParseError):
         location: str | None,
         reason: str,
         export_reason: str | None = None,
+        traceable_parts: Sequence[str] = (),
     ) -> None:
         self.model_name = model_name
         self.module = module
         self.location = location
         self.reason = reason
         self.export_reason = export_reason
+        self.traceable_parts = tuple(traceable_parts)
         where = f" at {location}" if location else ""
         lines = [
             f"cannot trace model {model_name!r}: module '{module}'{where}: {reason}",
         ]
         if export_reason is not None:
             lines.append(f"torch.export could not capture it either: {export_reason}")
+        lines.append("What to try:")
+        if self.traceable_parts:
+            parts = ", ".join(f"model.{part}" for part in self.traceable_parts)
+            first = self.traceable_parts[0]
+            lines.append(
+                f"- these parts of {model_name!r} trace on their own: {parts}. Quantize them "
+                "and keep the rest (pre- and post-processing such as NMS) in float: "
+                f"model.{first} = acekit.compile(model.{first}, example_inputs=<what "
+                f"model.{first} receives>, ...) (docs/quantization.md, 'Models that trace "
+                "only in part')"
+            )
         lines += [
-            "What to try:",
             "- control flow on tensor values (`if x.sum() > 0:`) gives no single graph: "
             "compute both branches and pick with torch.where",
             "- if every input you deploy takes the branch the example inputs take, record "

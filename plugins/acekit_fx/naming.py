@@ -25,7 +25,8 @@ def parent_path(module_path: str) -> str:
     return module_path.rpartition(".")[0]
 
 
-_SKIPPED_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(__file__))
+# With the separator: torchvision (``.../site-packages/torchvision``) is model code, not torch.
+_SKIPPED_DIRS = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(__file__) + os.sep)
 
 
 def source_location(stack_trace: str | None) -> str | None:

@@ -160,14 +160,25 @@ class FxParser:
         model_name = type(model).__name__
         module = "/".join([model_name, *[p for p in failure.module_path.split(".") if p]])
         if not self.fallback_to_export:
-            raise TraceFailedError(model_name, module, failure.location, failure.reason)
+            raise TraceFailedError(
+                model_name,
+                module,
+                failure.location,
+                failure.reason,
+                traceable_parts=failure.traceable_parts,
+            )
         try:
             program = export_dynamic(model, inputs, _declared_sizes(len(inputs)))
         except Exception as error:
             lines = str(error).strip().splitlines()
             reason = f"{type(error).__name__}: {lines[0] if lines else ''}"
             raise TraceFailedError(
-                model_name, module, failure.location, failure.reason, reason
+                model_name,
+                module,
+                failure.location,
+                failure.reason,
+                reason,
+                traceable_parts=failure.traceable_parts,
             ) from failure.error
         log.info(
             f"torch.fx cannot trace '{module}' ({failure.reason}); parsing it through "

@@ -12,9 +12,10 @@ import attrs
 import torch
 import torch.fx
 
-_TORCH_DIR = os.path.dirname(torch.__file__)
+# With the separator: torchvision's files (``.../torchvision/...``) are the user's side.
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 #: The parser's own files: a trace failure is located in the user's code, not here.
-_OWN_DIR = os.path.dirname(__file__)
+_OWN_DIR = os.path.dirname(__file__) + os.sep
 
 
 @attrs.frozen
@@ -25,6 +26,9 @@ class TraceFailure:
     location: str | None
     reason: str
     error: BaseException
+    #: Attribute paths (from the model) of the failing module's direct submodules that
+    #: trace on their own: the parts that can be quantized while the rest stays float.
+    traceable_parts: tuple[str, ...] = ()
 
 
 class _Tracer(torch.fx.Tracer):
@@ -85,7 +89,43 @@ def _failure(model: torch.nn.Module, error: BaseException) -> TraceFailure:
         if not filename.startswith((_TORCH_DIR, _OWN_DIR)):
             location = f"{filename}:{line}"
     reason = f"{type(error).__name__}: {error}".strip()
-    return TraceFailure(module_path, location, reason.splitlines()[0], error)
+    failing = model.get_submodule(module_path) if module_path else model
+    parts = tuple(
+        ".".join(p for p in (module_path, name) if p) for name in traceable_children(failing)
+    )
+    return TraceFailure(module_path, location, reason.splitlines()[0], error, parts)
+
+
+def traceable_children(module: torch.nn.Module) -> list[str]:
+    """The names of ``module``'s direct submodules that symbolic tracing captures alone.
+
+    Only submodules with parameters that are not torch.nn's own layers count: those are
+    the parts (a detector's backbone) worth quantizing while the untraceable rest (its
+    pre- and post-processing) stays float. Called after a failure only: it traces each.
+    """
+    names = []
+    for name, child in module.named_children():
+        if type(child).__module__.startswith("torch.nn") or not any(
+            True for _ in child.parameters()
+        ):
+            continue
+        concrete_args = _defaults_beyond(child, _required_positional(child))
+        try:
+            _Tracer(()).trace(child, concrete_args=concrete_args or None)
+        except Exception:  # any failure means "not on its own"; the reason is not asked
+            continue
+        names.append(name)
+    return names
+
+
+def _required_positional(module: torch.nn.Module) -> int:
+    """How many positional parameters of ``module.forward`` have no default."""
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return 0
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in params if p.kind in kinds and p.default is inspect.Parameter.empty)
 
 
 class _ShapeInterpreter(torch.fx.Interpreter):

@@ -21,6 +21,7 @@ from acekit.passes import Pass, PassResult
 from acekit.quant.context import current_context
 from acekit.runtime.codegen import to_module
 from acekit.settings import Settings
+from acekit_ptq.bias_range import widen_weight_scales_for_bias
 from acekit_ptq.observers import OBSERVER_KINDS, Observer, all_reduce_observer, make_observer
 
 log = get_logger(__name__)
@@ -95,11 +96,22 @@ class Calibrate(Pass):
             value.quant = _calibrated(value, observers[value.name])
         for value in weights:
             value.quant = _calibrated(value, _weight_observer(graph, value))
+        widened = widen_weight_scales_for_bias(graph, context.rules)
+        if widened:
+            log.info(
+                f"Widened the weight scale of {len(widened)} layer(s) so that their bias fits "
+                f"its integer range: {', '.join(widened[:5])}"
+            )
         context.notes["calibration_batches"] = data.seen
         return PassResult(
             graph,
             bool(specs),
-            {"activations": len(activations), "weights": len(weights), "batches": data.seen},
+            {
+                "activations": len(activations),
+                "weights": len(weights),
+                "batches": data.seen,
+                "widened": len(widened),
+            },
         )
 
     def _observer(self, value: Value) -> Observer:

@@ -89,6 +89,11 @@ def segmentation() -> list[Case]:
     ]
 
 
+#: What the parse error of a whole detector (list-of-images transform, NMS) must tell the
+#: user: quantize the backbone, keep the rest float (docs/quantization.md).
+DETECTOR_REMEDY = "trace on their own: model.backbone."
+
+
 class DetectionFeatures(nn.Module):
     """The traceable part of a detector: its backbone (with FPN); heads and NMS stay float."""
 
@@ -115,7 +120,15 @@ def detection() -> list[Case]:
         build = functools.partial(_get, name, weights_backbone=None, num_classes=3, **sizes)
         # SSD's extra layers shrink the map below their kernels under 300 px.
         size = {"ssd300_vgg16": 300, "ssdlite320_mobilenet_v3_large": 320}.get(name, 64)
-        cases.append(Case("torchvision-detection", name, build, _images(size)))
+        cases.append(
+            Case(
+                "torchvision-detection",
+                name,
+                build,
+                _images(size),
+                expected_parse_error=DETECTOR_REMEDY,
+            )
+        )
         cases.append(
             Case(
                 "torchvision-detection",
