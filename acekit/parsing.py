@@ -45,7 +45,7 @@ __all__ = [
 class UnsupportedOp:
     """One node of the source model the IR cannot express, with where it comes from."""
 
-    #: The op as the source names it: ``Tensor.scatter``, ``nn.LSTM``, ``aten::atan2``.
+    #: The op as the source names it: ``Tensor.scatter``, ``nn.LSTM``, ``aten::lgamma``.
     op: str
     #: The node as the source representation names it (``scatter``, ``%x.3``).
     node: str

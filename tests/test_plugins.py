@@ -543,7 +543,7 @@ class _Thing:
         (lambda r: r.add_quantizer(_Thing(name="")), "needs a non-empty string 'name'"),
         (lambda r: r.add_preset("p", "a,,b"), "pipeline preset 'p': expected a pass name"),
         (lambda r: r.add_preset("p", "a,p"), "names itself"),
-        (lambda r: r.add_op("relu"), "takes an OpSchema"),
+        (lambda r: r.add_op("relu"), "takes an OpDef"),
         (lambda r: r.add_op(OpSchema("relu", ("input",))), "already in the kernel's op table"),
         (lambda r: [r.add_pass(CountNodes), r.add_pass(CountNodes)], "twice"),
         (

@@ -11,16 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from acekit.ir import Graph, OpSchema, TensorType, load_graph, save_graph
+from acekit.ops import FLOAT, OPDEFS, OpDef, unary
 from acekit.runtime import (
     CodegenError,
-    KernelError,
+    KernelTable,
     get_kernel,
     has_kernel,
-    register_kernel,
     to_module,
-    unregister_kernel,
 )
-from acekit.runtime.kernels import KERNELS
 from acekit_fx import FxParser
 from tests.fx_support import assert_matches, max_diff
 
@@ -153,23 +151,26 @@ def test_saved_and_loaded_graph_generates_the_same_module(net: Net, tmp_path: Pa
         assert_matches(net(x), loaded.to_module()(x))
 
 
-def test_plugin_kernels_run_their_own_ops() -> None:
-    @register_kernel("scale_by")
-    def scale_by(input: torch.Tensor, *, factor: float) -> torch.Tensor:
-        return input * factor
+def scale_by(input: torch.Tensor, *, factor: float) -> torch.Tensor:
+    """The kernel of the test op ``scale_by`` (module level: generated modules pickle)."""
+    return input * factor
 
+
+def test_defined_ops_run_their_own_kernels() -> None:
+    OPDEFS.register(OpDef(unary("scale_by", factor=FLOAT), kernel=scale_by))
     try:
         graph = Graph("Scaled")
         x = graph.add_input("x", TensorType(torch.float32, (2,)))
         node = graph.add_node("scale_by", [x], {"factor": 3.0}, name="scaled")
         graph.set_outputs([node.output])
+        graph.verify()
         module = graph.to_module()
         assert module(torch.ones(2)).tolist() == [3.0, 3.0]
-        assert has_kernel("scale_by") and KERNELS["scale_by"] is scale_by
-        with pytest.raises(KernelError, match="already has a kernel"):
-            register_kernel("scale_by")(scale_by)
+        assert has_kernel("scale_by") and KernelTable()["scale_by"] is scale_by
+        with pytest.raises(ValueError, match="already defined"):
+            OPDEFS.register(OpDef(unary("scale_by"), kernel=scale_by))
     finally:
-        unregister_kernel("scale_by")
+        OPDEFS.unregister("scale_by")
     with pytest.raises(CodegenError, match="no kernel is registered for op 'scale_by'"):
         graph.to_module()
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
@@ -99,6 +100,7 @@ def test_acekit_plugins_lists_the_installed_plugin(installed: Path) -> None:
     assert text.returncode == 0, text.stderr
     row = re.search(r"^example\s+acekit-example-plugin\s+0\.1\.0\s+(.*)$", text.stdout, re.M)
     assert row, text.stdout
+    assert "ops: hard_swish_clamp" in text.stdout
     assert "passes: example-remove-identity" in text.stdout
     assert "presets: example-cleanup" in text.stdout
     assert "targets: example-target" in text.stdout
@@ -114,6 +116,7 @@ def test_acekit_plugins_lists_the_installed_plugin(installed: Path) -> None:
         "version": "0.1.0",
         "module": PACKAGE,
         "registers": {
+            "ops": ["hard_swish_clamp"],
             "passes": ["example-remove-identity"],
             "presets": ["example-cleanup"],
             "targets": ["example-target"],
@@ -179,6 +182,86 @@ def test_docs_walk_through_this_exact_package() -> None:
     assert set(files) == {
         Path("tests/third_party_plugin/pyproject.toml"),
         Path("tests/third_party_plugin/acekit_example_plugin/__init__.py"),
+        Path("tests/third_party_plugin/acekit_example_plugin/ops.py"),
     }
     for name, body in files.items():
         assert body == (root / name).read_text(encoding="utf-8"), f"{name} differs from docs"
+
+
+class _FusedNet(torch.nn.Module):
+    """A small CNN calling the plugin's op both ways a model can."""
+
+    def __init__(self, fused: Any) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 4)
+        self.fused = fused
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.ops.acekit_example.hard_swish_clamp(self.conv1(x), 2.0)
+        x = self.fused(self.conv2(x), 3.0)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_installed_plugin_op_is_parsed_run_quantized_and_exported(
+    on_path: Path, tmp_path: Path
+) -> None:
+    """docs/writing-a-plugin.md's worked example: the plugin's own op, end to end."""
+    import acekit
+    from acekit.ops import OPDEFS
+
+    registry = get_registry()
+    assert registry.owner("ops", "hard_swish_clamp").name == "example"
+    ops = importlib.import_module(f"{PACKAGE}.ops")
+    torch.manual_seed(0)
+    net = _FusedNet(ops.hard_swish_clamp).eval()
+    x = torch.randn(1, 3, 32, 32)
+
+    # Every parser path finds the op by its qualified name, with max_val an attribute.
+    sources = [
+        (net, "fx"),
+        (torch.export.export(net, (x,)), "fx"),
+        (torch.jit.trace(net, (x,)), "torchscript"),
+    ]
+    for source, parser in sources:
+        graph = acekit.parse(source, (x,), parser=parser)
+        fused = [n for n in graph.nodes if n.op == "hard_swish_clamp"]
+        assert [n.attrs["max_val"] for n in fused] == [2.0, 3.0]
+        with torch.no_grad():  # the kernel is what the generated module runs
+            assert torch.allclose(graph.to_module()(x), net(x), atol=1e-6)
+
+    calibration = [torch.randn(4, 3, 32, 32) for _ in range(4)]  # another batch size
+    qm = acekit.compile(net, example_inputs=(x,), calibration_inputs=calibration, logs_dir=None)
+    conv_inputs = [
+        node.inputs[0].quant for node in qm.graph.nodes if node.op in ("conv2d", "linear")
+    ]
+    assert len(conv_inputs) == 3 and all(s is not None and s.is_calibrated for s in conv_inputs)
+
+    # Quantization-aware training differentiates through the op (its library's autograd).
+    loss = qm.train()(torch.randn(2, 3, 32, 32)).square().mean()
+    loss.backward()
+    grad = dict(qm.named_parameters())["graph_module.conv1.weight"].grad
+    assert grad is not None and float(grad.abs().sum()) > 0
+    qm.eval().zero_grad()
+
+    path = qm.export(tmp_path / "fused.onnx")
+    model = onnx.load(str(path))
+    kinds = {node.op_type for node in model.graph.node}
+    # The op's ONNX lowering replaced the library call, which ONNX Runtime could not run.
+    assert {"HardSwish", "Clip", "QuantizeLinear", "DequantizeLinear"} <= kinds
+    assert not [n for n in model.graph.node if n.domain == "acekit_example"]
+    assert OPDEFS["hard_swish_clamp"].onnx is not None
+
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for batch in (1, 3):
+        sample = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            expected = qm(sample)
+        (actual,) = session.run(None, {name: sample.numpy()})
+        step = float(expected.abs().max()) / 127
+        assert actual.shape == tuple(expected.shape)
+        assert float((torch.from_numpy(actual) - expected).abs().max()) <= step

@@ -7,7 +7,7 @@ through the ``acekit_register_ops`` hook. The verifier checks every node against
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -107,26 +107,45 @@ class UnknownOpError(KeyError):
 
 
 class OpTable:
-    """A mutable table of op schemas, keyed by op name."""
+    """A mutable table of op schemas, keyed by op name.
 
-    def __init__(self, schemas: Mapping[str, OpSchema] | None = None) -> None:
+    ``loader`` fills the table on first use (the core ops' table is derived from their
+    definitions in :mod:`acekit.ops`, which import this module).
+    """
+
+    def __init__(
+        self,
+        schemas: Mapping[str, OpSchema] | None = None,
+        *,
+        loader: Callable[[], object] | None = None,
+    ) -> None:
         self._schemas: dict[str, OpSchema] = dict(schemas or {})
+        self._loader = loader
+
+    def _ensure_loaded(self) -> None:
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            loader()
 
     def register(self, schema: OpSchema, *, replace: bool = False) -> None:
         """Add ``schema``; an existing name is an error unless ``replace`` is set."""
+        self._ensure_loaded()
         if schema.name in self._schemas and not replace:
             raise ValueError(f"op {schema.name!r} is already in the schema table")
         self._schemas[schema.name] = schema
 
     def unregister(self, name: str) -> None:
         """Remove the schema of ``name`` if present."""
+        self._ensure_loaded()
         self._schemas.pop(name, None)
 
     def get(self, name: str) -> OpSchema | None:
         """The schema of ``name``, or ``None``."""
+        self._ensure_loaded()
         return self._schemas.get(name)
 
     def __getitem__(self, name: str) -> OpSchema:
+        self._ensure_loaded()
         try:
             return self._schemas[name]
         except KeyError:
@@ -135,14 +154,18 @@ class OpTable:
             raise UnknownOpError(f"op {name!r} is not in the schema table{hint}") from None
 
     def __contains__(self, name: object) -> bool:
+        self._ensure_loaded()
         return name in self._schemas
 
     def __iter__(self) -> Iterator[str]:
+        self._ensure_loaded()
         return iter(sorted(self._schemas))
 
     def __len__(self) -> int:
+        self._ensure_loaded()
         return len(self._schemas)
 
     def copy(self) -> OpTable:
         """An independent copy of this table."""
+        self._ensure_loaded()
         return OpTable(self._schemas)

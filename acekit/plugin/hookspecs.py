@@ -74,15 +74,17 @@ HOOK_GROUPS: dict[str, tuple[str, ...]] = {
 
 @hookspec
 def acekit_register_ops(registry: Registrar) -> None:
-    """Add op schemas to the IR's op table.
+    """Add ops: each one's whole definition, as the core ops are defined.
 
     Called once, when plugins are loaded, before every other registration hook, so
     the parsers and passes registered afterwards can build nodes of these ops.
 
-    :param registry: The registrar of this plugin; call
-        ``registry.add_op(OpSchema(...))`` for each op. The schema goes into
-        :data:`acekit.ir.core_ops.OPS`, the table the verifier checks nodes against.
-        An op name that already exists (a core op or another plugin's op) is an error.
+    :param registry: The registrar of this plugin; call ``registry.add_op(OpDef(...))``
+        for each op (:class:`acekit.ops.OpDef`: schema, kernel, type rule, the torch
+        callables / Tensor methods / ATen ops the parsers map to it, ONNX lowering).
+        Its schema joins :data:`acekit.ir.core_ops.OPS`, the table the verifier checks
+        nodes against, and its kernel the table generated modules call. An op name that
+        already exists (a core op or another plugin's op) is an error.
 
     Not ``firstresult``; the return value is ignored.
     """

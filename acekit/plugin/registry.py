@@ -16,6 +16,8 @@ from typing import Any, Final, TypeVar
 import attrs
 
 from acekit.ir.schema import OpSchema, OpTable
+from acekit.ops.opdef import OpDef
+from acekit.ops.registry import OpRegistry
 from acekit.passes.base import Pass
 from acekit.passes.spec import PipelineSpecError, parse_spec
 
@@ -189,17 +191,18 @@ class Registry:
     """Everything registered by the loaded plugins, as read-only views.
 
     ``passes`` and ``presets`` make it a :class:`acekit.passes.pipeline.PassLookup`,
-    so ``Pipeline.from_spec`` resolves names through it. ``ops`` is the op table the
-    verifier uses (by default :data:`acekit.ir.core_ops.OPS`, which plugin ops join).
+    so ``Pipeline.from_spec`` resolves names through it. ``opdefs`` is the op registry
+    plugin ops join (by default :data:`acekit.ops.OPDEFS`, from which the verifier's
+    schema table and the kernel table are derived); ``ops`` is its schema table.
     """
 
-    def __init__(self, ops: OpTable | None = None) -> None:
-        if ops is None:
-            # Looked up at construction, not import, so tests may swap the module's table.
-            from acekit.ir import core_ops
+    def __init__(self, opdefs: OpRegistry | None = None) -> None:
+        if opdefs is None:
+            # Looked up at construction, not import, so tests may swap the module's registry.
+            from acekit.ops import registry
 
-            ops = core_ops.OPS
-        self._ops = ops
+            opdefs = registry.OPDEFS
+        self._opdefs = opdefs
         self._entries: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
         self._owners: dict[tuple[str, str], PluginInfo] = {}
         self._summaries: dict[str, str] = {}
@@ -209,7 +212,12 @@ class Registry:
     @property
     def ops(self) -> OpTable:
         """The op schema table, holding the kernel's ops and the plugins' ops."""
-        return self._ops
+        return self._opdefs.schemas
+
+    @property
+    def opdefs(self) -> OpRegistry:
+        """The op definitions (schema, kernel, parser mappings), core and plugins'."""
+        return self._opdefs
 
     @property
     def parsers(self) -> Mapping[str, Any]:
@@ -250,7 +258,7 @@ class Registry:
         if kind == "presets":
             return self._summaries.get(name, "")
         if kind == "ops":
-            schema = self._ops.get(name)
+            schema = self._opdefs.schemas.get(name)
             return schema.doc if schema is not None else ""
         entry = self._entries[kind].get(name)
         return str(getattr(entry, "summary", "") or "")
@@ -268,7 +276,7 @@ class Registry:
                 continue
             del self._owners[(kind, name)]
             if kind == "ops":
-                self._ops.unregister(name)
+                self._opdefs.unregister(name)
             else:
                 self._entries[kind].pop(name, None)
             if kind == "presets":
@@ -302,7 +310,7 @@ class Registry:
                     "as a pipeline preset"
                 )
             raise PluginConflictError(kind, name, owner, plugin, first_kind=key[0])
-        if kind == "ops" and name in self._ops:
+        if kind == "ops" and name in self._opdefs:
             raise PluginRegistrationError(
                 f"op {name!r} is already in the kernel's op table; a plugin cannot replace it"
             )
@@ -310,7 +318,7 @@ class Registry:
     def _add(self, kind: str, name: str, entry: Any, plugin: PluginInfo) -> None:
         self._claim(kind, name, plugin)
         if kind == "ops":
-            self._ops.register(entry)
+            self._opdefs.register(entry)
         else:
             self._entries[kind][name] = entry
         self._owners[(kind, name)] = plugin
@@ -340,12 +348,16 @@ class Registrar:
         """The whole registry, to read what other plugins registered before."""
         return self._registry
 
-    def add_op(self, schema: OpSchema) -> OpSchema:
-        """Add an op schema to the IR's op table (see :class:`acekit.ir.OpSchema`)."""
-        if not isinstance(schema, OpSchema):
-            raise PluginRegistrationError(f"add_op() takes an OpSchema, got {schema!r}")
-        self._registry._add("ops", _check_name("ops", schema.name), schema, self._plugin)
-        return schema
+    def add_op(self, op: OpDef | OpSchema) -> OpDef:
+        """Add an op: its whole definition (:class:`acekit.ops.OpDef`: schema, kernel,
+        parser mappings, ONNX lowering). A bare :class:`acekit.ir.OpSchema` defines an
+        op without a kernel, which only passes and targets of the plugin handle."""
+        if isinstance(op, OpSchema):
+            op = OpDef(op)
+        if not isinstance(op, OpDef):
+            raise PluginRegistrationError(f"add_op() takes an OpDef (or an OpSchema), got {op!r}")
+        self._registry._add("ops", _check_name("ops", op.name), op, self._plugin)
+        return op
 
     def add_parser(self, parser: _T) -> _T:
         """Add a parser (``name``, ``summary``, ``parse(model, example_inputs)``)."""

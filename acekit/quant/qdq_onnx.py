@@ -31,6 +31,7 @@ from onnx import helper, numpy_helper
 
 from acekit.fileio import atomic_write
 from acekit.ir.graph import Graph, Value
+from acekit.ops import OPDEFS
 from acekit.quant import qmath
 from acekit.quant.rules import QuantRules
 
@@ -39,20 +40,6 @@ DEFAULT_OPSET = 17
 #: Opsets the lowering can write: per-channel QDQ needs 13; torch's TorchScript-based
 #: exporter writes up to 20.
 OPSETS = range(13, 21)
-
-#: IR ops (as named in ``rules.bias_scale_through``) -> the ONNX ops they export as.
-_ONNX_OPS = {
-    "max_pool1d": ("MaxPool",),
-    "max_pool2d": ("MaxPool",),
-    "reshape": ("Reshape",),
-    "flatten": ("Flatten", "Reshape"),
-    "unflatten": ("Reshape",),
-    "permute": ("Transpose",),
-    "transpose": ("Transpose",),
-    "contiguous": ("Identity",),
-    "squeeze": ("Squeeze",),
-    "unsqueeze": ("Unsqueeze",),
-}
 
 
 class QdqExportError(ValueError):
@@ -79,7 +66,7 @@ def lower_to_qdq_onnx(
         raise QdqExportError(
             f"QDQ ONNX export needs an opset in {OPSETS.start}..{OPSETS.stop - 1}, got {opset!r}"
         )
-    module = to_module(graph, quantize=True, rules=rules).eval()
+    module = to_module(graph, quantize=True, rules=rules, export=True).eval()
     clamp_module_weights(module, graph)
     inputs = tuple(_trace_input(value, free=dynamic_batch) for value in graph.inputs)
     input_names = [value.name for value in graph.inputs]
@@ -157,8 +144,10 @@ def write_onnx(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
 
 
 def onnx_ops(ir_ops: Iterable[str]) -> frozenset[str]:
-    """The ONNX op types the IR ops ``ir_ops`` export as (unknown ones are left out)."""
-    return frozenset(op for name in ir_ops for op in _ONNX_OPS.get(name, ()))
+    """The ONNX op types the IR ops ``ir_ops`` export as (their definitions'
+    ``onnx_types``; unknown ops are left out)."""
+    defs = [OPDEFS.get(name) for name in ir_ops]
+    return frozenset(op for opdef in defs if opdef is not None for op in opdef.onnx_types)
 
 
 def clamp_module_weights(module: torch.nn.Module, graph: Graph) -> None:

@@ -8,8 +8,6 @@ from acekit.runtime.registry import (
     get_kernel,
     has_kernel,
     kernel_ops,
-    register_kernel,
-    unregister_kernel,
 )
 
 __all__ = [
@@ -20,7 +18,5 @@ __all__ = [
     "get_kernel",
     "has_kernel",
     "kernel_ops",
-    "register_kernel",
     "to_module",
-    "unregister_kernel",
 ]

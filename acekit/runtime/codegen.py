@@ -52,6 +52,7 @@ def to_module(
     learnable_scales: bool = False,
     taps: Mapping[str, nn.Module] | None = None,
     rules: QuantRules | None = None,
+    export: bool = False,
 ) -> torch.fx.GraphModule:
     """A torch module that computes ``graph``.
 
@@ -73,9 +74,17 @@ def to_module(
     rule names a ``bias`` input is rounded to the integer grid of ``s_input *
     s_weight`` (as the runtime adds it to its accumulator), and quantized values are
     exported in the containers of ``storage_bits``. Without rules biases stay float.
+
+    With ``export`` the module is the one ONNX exports trace: ops defined with an
+    ``onnx`` lowering call it instead of their kernel (:class:`acekit.ops.OpDef`).
     """
     builder = _Builder(
-        graph, quantize=quantize, learnable_scales=learnable_scales, taps=taps, rules=rules
+        graph,
+        quantize=quantize,
+        learnable_scales=learnable_scales,
+        taps=taps,
+        rules=rules,
+        export=export,
     )
     return builder.build()
 
@@ -102,8 +111,10 @@ class _Builder:
         learnable_scales: bool,
         taps: Mapping[str, nn.Module] | None,
         rules: QuantRules | None,
+        export: bool = False,
     ) -> None:
         self.graph = graph
+        self.export = export
         self.rules = rules
         self.taps = dict(taps or {})
         self.quantize = quantize
@@ -186,7 +197,8 @@ class _Builder:
                 )
         if kernel.uses_training and kwargs.get("training") is None:
             kwargs["training"] = self._training_flag()
-        call = self.fx.call_function(kernel.fn, args, kwargs, name=_local_name(node.name))
+        fn = kernel.export_fn if self.export and kernel.export_fn is not None else kernel.fn
+        call = self.fx.call_function(fn, args, kwargs, name=_local_name(node.name))
         outputs = node.outputs
         if len(outputs) == 1:
             self._bind(outputs[0], call)

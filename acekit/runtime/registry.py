@@ -1,27 +1,29 @@
 """The kernel table: which Python callable runs each IR op in a generated module.
 
 A kernel is called as ``fn(*inputs, **attrs)``: the node's input values in order, then
-its attributes as keywords. A kernel registered with ``uses_training=True`` also receives
-``training=`` (the generated module's ``self.training``) unless the node fixes it with an
-explicit ``training`` attribute. Plugins add kernels for their own ops::
+its attributes as keywords. A kernel whose op is defined with ``uses_training=True``
+also receives ``training=`` (the generated module's ``self.training``) unless the node
+fixes it with an explicit ``training`` attribute.
 
-    @register_kernel("fake_quantize")
-    def fake_quantize(input, scale, zero_point, *, quant_min, quant_max): ...
+Kernels are part of their op's definition (:class:`acekit.ops.OpDef`); this module is
+the code generator's view of them. A plugin adds an op with its kernel through
+``registry.add_op(OpDef(schema, kernel=fn))`` in ``acekit_register_ops``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 
+from acekit.ops.registry import OPDEFS
+
 KernelFn = Callable[..., Any]
-F = TypeVar("F", bound=KernelFn)
 
 
 class KernelError(KeyError):
-    """No kernel is registered for an op, or a registration conflicts."""
+    """No kernel is defined for an op."""
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -29,86 +31,55 @@ class KernelError(KeyError):
 
 @attrs.frozen
 class Kernel:
-    """One registered kernel: the op it runs and how the module calls it."""
+    """One op's kernel: the op it runs and how the module calls it.
+
+    ``export_fn`` is what ONNX exports trace instead of ``fn`` (the op's ``onnx``
+    lowering; ``fn`` itself when it has none).
+    """
 
     op: str
     fn: KernelFn
     uses_training: bool = False
-
-
-_KERNELS: dict[str, Kernel] = {}
-
-
-def register_kernel(
-    op: str, *, uses_training: bool = False, replace: bool = False
-) -> Callable[[F], F]:
-    """Decorator registering ``fn`` as the kernel of ``op``.
-
-    The function must be importable by its qualified name (a module-level function), so
-    that generated modules can be pickled. ``replace=True`` overrides an existing kernel.
-    """
-
-    def decorate(fn: F) -> F:
-        if op in _KERNELS and not replace:
-            raise KernelError(f"op {op!r} already has a kernel ({_KERNELS[op].fn.__qualname__})")
-        _KERNELS[op] = Kernel(op, fn, uses_training)
-        return fn
-
-    return decorate
-
-
-def unregister_kernel(op: str) -> None:
-    """Remove the kernel of ``op`` if there is one."""
-    _KERNELS.pop(op, None)
+    export_fn: KernelFn | None = None
 
 
 def get_kernel(op: str) -> Kernel:
-    """The kernel of ``op``; :class:`KernelError` when none is registered."""
-    _ensure_builtin_kernels()
-    try:
-        return _KERNELS[op]
-    except KeyError:
+    """The kernel of ``op``; :class:`KernelError` when none is defined."""
+    opdef = OPDEFS.get(op)
+    if opdef is None or opdef.kernel is None:
         raise KernelError(
-            f"no kernel is registered for op {op!r}: a plugin that adds the op must also "
-            "register its kernel with acekit.runtime.register_kernel"
-        ) from None
+            f"no kernel is registered for op {op!r}: a plugin that adds the op must define "
+            "it with its kernel, registry.add_op(OpDef(schema, kernel=fn)) "
+            "(docs/writing-a-plugin.md)"
+        )
+    return Kernel(op, opdef.kernel, opdef.uses_training, opdef.export_kernel())
 
 
 def has_kernel(op: str) -> bool:
     """Whether ``op`` has a kernel."""
-    _ensure_builtin_kernels()
-    return op in _KERNELS
+    opdef = OPDEFS.get(op)
+    return opdef is not None and opdef.kernel is not None
 
 
 def kernel_ops() -> Iterator[str]:
     """The ops that have kernels, sorted."""
-    _ensure_builtin_kernels()
-    return iter(sorted(_KERNELS))
+    return iter([op for op in OPDEFS if has_kernel(op)])
 
 
 class KernelTable(Mapping[str, KernelFn]):
-    """A live, read-only view ``op -> callable(*inputs, **attrs)`` of the kernel table.
+    """A live, read-only view ``op -> callable(*inputs, **attrs)`` of the kernels.
 
     Passes that evaluate nodes at parse time (constant folding) read kernels through it;
     kernels that use the training flag need ``training=`` passed explicitly.
     """
 
     def __getitem__(self, op: str) -> KernelFn:
-        _ensure_builtin_kernels()
-        try:
-            return _KERNELS[op].fn
-        except KeyError:
-            raise KeyError(op) from None
+        if not has_kernel(op):
+            raise KeyError(op)
+        return get_kernel(op).fn
 
     def __iter__(self) -> Iterator[str]:
         return kernel_ops()
 
     def __len__(self) -> int:
-        _ensure_builtin_kernels()
-        return len(_KERNELS)
-
-
-def _ensure_builtin_kernels() -> None:
-    # The built-in kernels register themselves on import; importing lazily keeps
-    # `register_kernel` usable from kernels.py without an import cycle.
-    import acekit.runtime.kernels  # noqa: F401
+        return sum(1 for _ in kernel_ops())

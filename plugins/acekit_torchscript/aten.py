@@ -366,6 +366,18 @@ def _index(call: OpCall) -> list[Any]:
     return call.emit("index", inputs, {"positions": tuple(positions)})
 
 
+def _index_put(call: OpCall) -> list[Any]:
+    """``index_put(x, indices, values, accumulate)`` (``x[idx] = v``)."""
+    inputs = [call.tensor("self"), call.tensor("values")]
+    positions = []
+    for position, item in enumerate(call.arg("indices")):
+        if resolve(item) is not None:
+            positions.append(position)
+            inputs.append(call.value_of(item))
+    attrs = {"positions": tuple(positions), "accumulate": bool(call.static("accumulate"))}
+    return call.emit("index_put", inputs, attrs)
+
+
 def _upsample(call: OpCall) -> list[Any]:
     name = call.op_name.removeprefix("_")  # _upsample_bicubic2d_aa: antialiased
     antialias = name.endswith("_aa")
@@ -451,6 +463,16 @@ def _native_mha(call: OpCall) -> list[Any]:
     return call.emit("multihead_attention", values, attrs, name=call.layer_name)
 
 
+def _scatter(call: OpCall) -> list[Any]:
+    """``scatter``: of a tensor (``src``) or a number (``value``)."""
+    return convert_to(call, "scatter_elements", renames={"value": "src"})
+
+
+def _scatter_add(call: OpCall) -> list[Any]:
+    """``scatter_add``: a ``scatter_elements`` that adds."""
+    return convert_to(call, "scatter_elements", attrs={"reduce": "add"})
+
+
 def _data_dependent(call: OpCall) -> list[Any]:
     raise UnsupportedError(
         f"a Python value taken from {DATA_DEPENDENT}: the graph would depend on the values"
@@ -513,6 +535,7 @@ CONVERTERS: Final[dict[str, Converter]] = {
     "aten::embedding": _embedding,
     "aten::gather": _gather,
     "aten::index": _index,
+    "aten::index_put": _index_put,
     "aten::upsample_nearest1d": _upsample,
     "aten::upsample_nearest2d": _upsample,
     "aten::upsample_bilinear2d": _upsample,
@@ -528,6 +551,8 @@ CONVERTERS: Final[dict[str, Converter]] = {
     "aten::max": _extreme,
     "aten::min": _extreme,
     "aten::_native_multi_head_attention": _native_mha,
+    "aten::scatter": _scatter,
+    "aten::scatter_add": _scatter_add,
     "aten::Int": _data_dependent,
     "aten::Float": _data_dependent,
     "aten::Bool": _data_dependent,

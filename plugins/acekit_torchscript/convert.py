@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from acekit.ir import OPS, OpSchema, Value
+from acekit.ops import OPDEFS
 from acekit_torchscript.calls import OpCall, UnsupportedError
 from acekit_torchscript.entries import resolve
 
@@ -159,8 +160,18 @@ def convert_to(
 
 
 def convert_same_name(call: OpCall) -> list[Any]:
-    """Convert ``aten::<op>`` to the IR op of the same name, if the IR has one."""
-    namespace, _, op = call.kind.partition("::")
+    """Convert ``ns::<name>`` to the IR op whose definition lists it (``aten::bmm`` is
+    ``matmul``, a plugin's ``mylib::fused`` its own op), else ``aten::<op>`` to the IR op
+    of the same name, if the IR has one."""
+    namespace, _, name = call.kind.partition("::")
+    opdef = OPDEFS.for_aten(namespace, name, call.schema.overload_name)
+    if opdef is not None and namespace != "aten":
+        # A library's own op binds in order, as in the FX parser: its arguments need not
+        # be named like the IR's (``x`` for ``input``).
+        renames = dict(zip(call.names, opdef.parameters, strict=False))
+        return convert_to(call, opdef.name, renames=renames)
+    if opdef is not None:
+        return convert_to(call, opdef.name)
     if namespace != "aten":
         raise UnsupportedError(f"no converter for {call.kind}")
-    return convert_to(call, op)
+    return convert_to(call, name)

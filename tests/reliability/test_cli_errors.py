@@ -38,7 +38,7 @@ class Tiny(torch.nn.Module):
 
 class Odd(Tiny):
     def forward(self, x):
-        return torch.atan2(super().forward(x), x.mean())
+        return torch.lgamma(super().forward(x) + x.mean())
 
 
 class Sized(Tiny):
@@ -131,7 +131,7 @@ CASES = {
     "factory with arguments": ("Sized", [], ["user_models:Sized", "(width)", "takes none"]),
     "no module": ("Nope", [], ["user_models:Nope", "cannot load"]),
     "not a model": ("NUMBER", [], ["user_models:NUMBER", "type int", "model class"]),
-    "unsupported op": ("Odd", [], ["torch.atan2", "'Odd'"]),
+    "unsupported op": ("Odd", [], ["torch.lgamma", "'Odd'"]),
     "control flow": ("Branchy", [], ["'Branchy'", "cannot trace"]),
 }
 

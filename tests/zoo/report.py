@@ -156,7 +156,10 @@ def main(argv: list[str] | None = None) -> None:
 
     listed = {name: len(make()) for name, make in SOURCES.items()}
     page = render(latest(), listed)
-    PAGE.write_text(page + "\n")
+    # The "Core ATen opset" section is python -m acekit_fx.coverage's: kept as it is.
+    old = PAGE.read_text(encoding="utf-8") if PAGE.exists() else ""
+    kept = old.partition("\n## Core ATen opset\n")
+    PAGE.write_text(page + "\n" + ("".join(kept[1:]) if kept[1] else ""))
     print("\n".join(line for line in page.splitlines() if line.startswith("|"))[:4000])
     print(f"wrote {PAGE}")
 

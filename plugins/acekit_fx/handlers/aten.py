@@ -7,7 +7,6 @@ torch-level handlers serve them; the ops whose order or meaning differs (``batch
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import torch
@@ -16,142 +15,39 @@ import torch.fx
 from acekit.ir import Value
 from acekit_fx.context import NodeContext, Unsupported
 from acekit_fx.handlers import indexing, torch_ops
-from acekit_fx.handlers.attention import convert_scaled_dot_product_attention
-from acekit_fx.handlers.registry import FUNCTIONS, METHODS, aten, function, method
+from acekit_fx.handlers.registry import FUNCTIONS, METHODS, aten, function, lowers, method
 from acekit_fx.naming import sanitize
 from acekit_fx.values import ConstTensor
 
-# Ops whose ATen schema matches the torch function's argument order.
+# ATen ops whose schema matches a torch function's argument order, for the functions
+# that are not one IR op (those that are list their ATen names in the op's definition).
 _SAME_AS_FUNCTION: dict[str, Any] = {
-    "conv1d": torch.nn.functional.conv1d,
-    "conv2d": torch.nn.functional.conv2d,
-    "conv3d": torch.nn.functional.conv3d,
-    "conv_transpose1d": torch.nn.functional.conv_transpose1d,
-    "conv_transpose2d": torch.nn.functional.conv_transpose2d,
-    "linear": torch.nn.functional.linear,
-    "layer_norm": torch.nn.functional.layer_norm,
-    "group_norm": torch.nn.functional.group_norm,
-    "matmul": torch.matmul,
-    "bmm": torch.bmm,
-    "mm": torch.mm,
-    "add": torch.add,
-    "sub": torch.sub,
-    "mul": torch.mul,
-    "div": torch.div,
-    "floor_divide": torch.floor_divide,
-    "remainder": torch.remainder,
-    "pow": torch.pow,
-    "eq": torch.eq,
-    "ne": torch.ne,
-    "lt": torch.lt,
-    "le": torch.le,
-    "gt": torch.gt,
-    "ge": torch.ge,
-    "logical_and": torch.logical_and,
-    "logical_or": torch.logical_or,
-    "logical_not": torch.logical_not,
-    "bitwise_not": torch.bitwise_not,
     "addcmul": torch.addcmul,
-    "arange": torch.arange,
-    "bitwise_and": torch.bitwise_and,
-    "bitwise_or": torch.bitwise_or,
-    "__and__": operator.and_,
-    "__or__": operator.or_,
-    "maximum": torch.maximum,
-    "minimum": torch.minimum,
-    "neg": torch.neg,
-    "abs": torch.abs,
-    "exp": torch.exp,
-    "log": torch.log,
-    "sqrt": torch.sqrt,
-    "rsqrt": torch.rsqrt,
-    "reciprocal": torch.reciprocal,
-    "erf": torch.erf,
-    "sin": torch.sin,
-    "cos": torch.cos,
-    "floor": torch.floor,
-    "ceil": torch.ceil,
-    "relu": torch.relu,
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "silu": torch.nn.functional.silu,
-    "mish": torch.nn.functional.mish,
-    "hardswish": torch.nn.functional.hardswish,
-    "hardsigmoid": torch.nn.functional.hardsigmoid,
-    "gelu": torch.nn.functional.gelu,
-    "leaky_relu": torch.nn.functional.leaky_relu,
-    "softplus": torch.nn.functional.softplus,
-    "prelu": torch.nn.functional.prelu,
-    "clamp": torch.clamp,
-    "where": torch.where,
-    "masked_fill": torch.masked_fill,
-    "mean": torch.mean,
-    "sum": torch.sum,
-    "amax": torch.amax,
-    "amin": torch.amin,
-    "argmax": torch.argmax,
-    "argmin": torch.argmin,
-    "cumsum": torch.cumsum,
     "linalg_vector_norm": torch.linalg.vector_norm,
-    "avg_pool1d": torch.nn.functional.avg_pool1d,
-    "avg_pool2d": torch.nn.functional.avg_pool2d,
-    "max_pool1d": torch.nn.functional.max_pool1d,
-    "max_pool2d": torch.nn.functional.max_pool2d,
-    "adaptive_avg_pool1d": torch.nn.functional.adaptive_avg_pool1d,
-    "adaptive_avg_pool2d": torch.nn.functional.adaptive_avg_pool2d,
-    "_adaptive_avg_pool2d": torch.nn.functional.adaptive_avg_pool2d,
-    "pad": torch.nn.functional.pad,
-    "constant_pad_nd": torch.constant_pad_nd,
     "reshape": torch.reshape,
     "permute": torch.permute,
-    "transpose": torch.transpose,
     "t": torch.t,
-    "unsqueeze": torch.unsqueeze,
-    "flatten": torch.flatten,
-    "unflatten": torch.unflatten,
-    "roll": torch.roll,
-    "cat": torch.cat,
-    "concat": torch.cat,
-    "stack": torch.stack,
-    "chunk": torch.chunk,
-    "unbind": torch.unbind,
-    "index_select": torch.index_select,
-    "gather": torch.gather,
     "clone": torch.clone,
-    "detach": torch.detach,
     "zeros_like": torch.zeros_like,
     "ones_like": torch.ones_like,
     "full_like": torch.full_like,
-    "scaled_dot_product_attention": torch.nn.functional.scaled_dot_product_attention,
 }
 
 for _name, _target in _SAME_AS_FUNCTION.items():
-    _handler = FUNCTIONS.get(_target)
-    assert _handler is not None, f"no torch-level handler for {_name}"
-    aten(_name)(_handler)
-aten("scaled_dot_product_attention")(convert_scaled_dot_product_attention)
+    aten(_name)(FUNCTIONS[_target])
 aten("view", "_unsafe_view")(torch_ops.convert_reshape_function)
 aten("expand")(
     lambda cx, input, size, implicit=False: torch_ops.sized_node("expand", "size")(cx, input, size)
 )
-aten("repeat")(METHODS["repeat"])
 aten("expand_as")(METHODS["expand_as"])
-aten("min.other")(FUNCTIONS[torch.minimum])  # torch.min(a, b): elementwise
-aten("max.other")(FUNCTIONS[torch.maximum])
-aten("unfold")(METHODS["unfold"])
-aten("im2col")(FUNCTIONS[torch.nn.functional.unfold])
-aten("col2im")(FUNCTIONS[torch.nn.functional.fold])
+# torch.max / torch.min along a dim: (values, indices), as their torch-level handler.
 aten("max.dim", "max.default")(FUNCTIONS[torch.max])
 aten("min.dim", "min.default")(FUNCTIONS[torch.min])
-aten("norm")(METHODS["norm"])
-aten("squeeze")(METHODS["squeeze"])
-aten("split", "split_with_sizes")(torch_ops.convert_split)
 aten("flip")(lambda cx, input, dims: torch_ops.convert_flip(cx, input, dims))
 aten("contiguous", "alias", "lift_fresh_copy")(
     lambda cx, input, *args, **kwargs: cx.out("identity", [cx.value(input)])
 )
 aten("sym_size")(indexing.convert_size)
-aten("sym_numel")(indexing.convert_numel)
 
 
 @aten("_assert_tensor_metadata", "_assert_async", "_assert_scalar", "sym_constrain_range_for_size")
@@ -285,6 +181,34 @@ def convert_batch_norm_no_stats(
     return (value, None, None)
 
 
+@aten("native_group_norm")
+def convert_native_group_norm(
+    cx: NodeContext, input: Any, weight: Any, bias: Any, batch: Any, channels: Any,
+    spatial: Any, group: Any, eps: Any,
+) -> tuple[Any, ...]:  # fmt: skip
+    """``native_group_norm``: (output, mean, rstd); the output is a ``group_norm``."""
+    inputs = [cx.value(input)] + [cx.value(t) for t in (weight, bias) if t is not None]
+    attrs = {"num_groups": int(cx.static(group, "group")), "eps": float(cx.static(eps, "eps"))}
+    value = cx.out("group_norm", inputs, attrs, result=cx.result[0])
+    return (value, None, None)
+
+
+@aten(
+    "reflection_pad1d",
+    "reflection_pad2d",
+    "reflection_pad3d",
+    "replication_pad1d",
+    "replication_pad2d",
+    "replication_pad3d",
+)
+def convert_mode_pad(cx: NodeContext, input: Any, padding: Any) -> Value:
+    """``reflection_pad<n>d`` / ``replication_pad<n>d``: a ``pad`` of that mode."""
+    target = cx.fx_node.target
+    assert isinstance(target, torch._ops.OpOverload)
+    mode = "reflect" if target.overloadpacket.__name__.startswith("reflection") else "replicate"
+    return torch_ops.convert_pad(cx, input, padding, mode)
+
+
 @aten("native_layer_norm")
 def convert_native_layer_norm(
     cx: NodeContext, input: Any, normalized_shape: Any, weight: Any, bias: Any, eps: Any
@@ -373,7 +297,7 @@ def convert_max_pool2d_with_indices(
     return (value, None)
 
 
-@aten("select")
+@lowers("select")
 def convert_select(cx: NodeContext, input: Any, dim: Any, index: Any) -> Value:
     """``select(x, dim, index)``."""
     axis = int(cx.static(dim, "dim"))
@@ -382,7 +306,7 @@ def convert_select(cx: NodeContext, input: Any, dim: Any, index: Any) -> Value:
     return cx.out("select", [cx.value(input)], {"dim": axis, "index": int(index)})
 
 
-@aten("slice")
+@lowers("slice")
 def convert_slice(
     cx: NodeContext, input: Any, dim: Any = 0, start: Any = None, end: Any = None, step: Any = 1
 ) -> Value:
@@ -400,7 +324,7 @@ def convert_slice(
     return cx.out("slice", [cx.value(input)], attrs)
 
 
-@aten("slice_scatter")
+@lowers("slice_scatter")
 def convert_slice_scatter(
     cx: NodeContext,
     input: Any,
@@ -420,21 +344,30 @@ def convert_slice_scatter(
     return cx.out("slice_scatter", [cx.value(input), cx.value(src)], attrs)
 
 
-@aten("select_scatter")
-@function(torch.select_scatter)
-@method("select_scatter")
+@lowers("select_scatter")
 def convert_select_scatter(cx: NodeContext, input: Any, src: Any, dim: Any, index: Any) -> Value:
     """``select_scatter`` (what torch.export makes of ``x[:, 0] = y``)."""
     attrs = {"dim": int(cx.static(dim, "dim")), "index": int(cx.static(index, "index"))}
     return cx.out("select_scatter", [cx.value(input), cx.value(src)], attrs)
 
 
-@aten("index")
+@lowers("index")
 def convert_index(cx: NodeContext, input: Any, indices: Any) -> Value:
     """``index.Tensor(x, [None, idx, ...])``: an ``index`` node."""
     positions = tuple(i for i, t in enumerate(indices) if t is not None)
     tensors = [cx.value(t) for t in indices if t is not None]
     return cx.out("index", [cx.value(input), *tensors], {"positions": positions})
+
+
+@lowers("index_put")
+def convert_index_put(
+    cx: NodeContext, input: Any, indices: Any, values: Any, accumulate: Any = False
+) -> Value:
+    """``index_put(x, [None, idx, ...], values)``: what torch.export makes of ``x[idx] = v``."""
+    positions = tuple(i for i, t in enumerate(indices) if t is not None)
+    tensors = [cx.value(t) for t in indices if t is not None]
+    attrs = {"positions": positions, "accumulate": bool(cx.static(accumulate, "accumulate"))}
+    return cx.out("index_put", [cx.value(input), cx.value(values), *tensors], attrs)
 
 
 @aten("copy")
@@ -512,7 +445,6 @@ def convert_new_tensor(cx: NodeContext, input: Any, *args: Any, **kwargs: Any) -
     return ConstTensor(cx.result, sanitize(cx.fx_node.name), cx.subgraph, cx.location)
 
 
-aten("feature_dropout")(torch_ops.convert_dropout2d)
 aten("zeros", "empty")(torch_ops.factory(0.0))
 aten("ones")(torch_ops.factory(1.0))
 aten("full")(torch_ops.factory(None))

@@ -13,7 +13,7 @@ from torch import nn
 
 from acekit.ir import Value
 from acekit_fx.context import NodeContext, Unsupported
-from acekit_fx.handlers.registry import function, module
+from acekit_fx.handlers.registry import function, lowers, module
 
 
 @module(nn.MultiheadAttention)
@@ -147,7 +147,7 @@ def _mha_node(
     return (output, None if cx.result[1] is None else weights)
 
 
-@function(F.scaled_dot_product_attention)
+@lowers("scaled_dot_product_attention")
 def convert_scaled_dot_product_attention(
     cx: NodeContext,
     query: Any,

@@ -17,7 +17,7 @@ import torch.fx
 
 from acekit.ir import Value
 from acekit_fx.context import NodeContext, Unsupported
-from acekit_fx.handlers.registry import function, method
+from acekit_fx.handlers.registry import function, lowers, method
 from acekit_fx.values import ConstTensor
 
 
@@ -29,14 +29,13 @@ def convert_size(cx: NodeContext, input: Any, dim: Any = None) -> Value:
     return cx.out("shape", [cx.tensor(input)], attrs)
 
 
-@method("dim", "ndimension")
+@lowers("dim")
 def convert_dim(cx: NodeContext, input: Any) -> Value:
     """``x.dim()``: the rank, a ``dim`` node."""
     return cx.out("dim", [cx.tensor(input)])
 
 
-@function(torch.numel)
-@method("numel", "nelement")
+@lowers("numel")
 def convert_numel(cx: NodeContext, input: Any) -> Value:
     """``x.numel()``."""
     return cx.out("numel", [cx.tensor(input)])
@@ -52,7 +51,7 @@ def convert_len(cx: NodeContext, obj: Any) -> Any:
     raise Unsupported("len() of a value computed by the graph")
 
 
-@function(torch._assert)
+@lowers("assert")
 def convert_assert(cx: NodeContext, condition: Any, message: Any = "") -> None:
     """``torch._assert(cond, msg)``: an ``assert`` node (no result)."""
     cx.emit(

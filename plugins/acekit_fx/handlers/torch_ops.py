@@ -8,71 +8,35 @@ generated module's train()/eval() mode (the model was traced in eval mode).
 
 from __future__ import annotations
 
-import math
-import operator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from acekit.ir import Value
 from acekit.parsing import shape_source
 from acekit_fx.context import NodeContext, Unsupported
-from acekit_fx.handlers.registry import function, method, optional_function
+from acekit_fx.handlers.registry import function, lowers, method, optional_function
 
 # -- elementwise ---------------------------------------------------------------------------
 
 
-def _binary(op: str, *targets: Any, methods: tuple[str, ...] = ()) -> None:
-    def handler(cx: NodeContext, input: Any, other: Any) -> Value:
-        return cx.out(op, [cx.value(input), cx.value(other)])
+def _add_like(op: str) -> None:
+    """``add``/``sub``: ``alpha`` is an attribute only when it is not 1."""
 
-    handler.__name__ = f"convert_{op}"
-    function(*targets)(handler)
-    method(*methods)(handler)
-
-
-def _add_like(op: str, *targets: Any, methods: tuple[str, ...] = ()) -> None:
     def handler(cx: NodeContext, input: Any, other: Any, alpha: Any = 1) -> Value:
         alpha = cx.static(alpha, "alpha")
         attrs = {} if alpha == 1 else {"alpha": float(alpha)}
         return cx.out(op, [cx.value(input), cx.value(other)], attrs)
 
     handler.__name__ = f"convert_{op}"
-    function(*targets)(handler)
-    method(*methods)(handler)
+    lowers(op)(handler)
 
 
-_add_like("add", operator.add, operator.iadd, torch.add, methods=("add", "__add__"))
-_add_like(
-    "sub", operator.sub, operator.isub, torch.sub, torch.subtract, methods=("sub", "subtract")
-)
-_binary("mul", operator.mul, operator.imul, torch.mul, torch.multiply, methods=("mul", "multiply"))
-_binary("floor_divide", operator.floordiv, operator.ifloordiv, torch.floor_divide,
-        methods=("floor_divide",))  # fmt: skip
-_binary("remainder", operator.mod, torch.remainder, methods=("remainder",))
-_binary("pow", operator.pow, torch.pow, methods=("pow",))
-_binary("matmul", operator.matmul, torch.matmul, torch.bmm, torch.mm,
-        methods=("matmul", "bmm", "mm"))  # fmt: skip
-_binary("maximum", torch.maximum, methods=("maximum",))
-_binary("minimum", torch.minimum, methods=("minimum",))
-_binary("logical_and", torch.logical_and, methods=("logical_and",))
-_binary("logical_or", torch.logical_or, methods=("logical_or",))
-_binary("bitwise_and", operator.and_, torch.bitwise_and, methods=("bitwise_and", "__and__"))
-_binary("bitwise_or", operator.or_, torch.bitwise_or, methods=("bitwise_or", "__or__"))
-for _op, _targets in {
-    "eq": (operator.eq, torch.eq),
-    "ne": (operator.ne, torch.ne, torch.not_equal),
-    "lt": (operator.lt, torch.lt, torch.less),
-    "le": (operator.le, torch.le, torch.less_equal),
-    "gt": (operator.gt, torch.gt, torch.greater),
-    "ge": (operator.ge, torch.ge, torch.greater_equal),
-}.items():
-    _binary(_op, *_targets, methods=(_op,))
+_add_like("add")
+_add_like("sub")
 
 
-@function(operator.truediv, operator.itruediv, torch.div, torch.divide, torch.true_divide)
-@method("div", "divide", "true_divide")
+@lowers("div")
 def convert_div(cx: NodeContext, input: Any, other: Any, *, rounding_mode: Any = None) -> Value:
     """``a / b`` and ``torch.div(a, b, rounding_mode=...)``."""
     mode = cx.static(rounding_mode, "rounding_mode")
@@ -92,46 +56,7 @@ def convert_addcmul(
     return cx.out("add", [cx.value(input), product], attrs)
 
 
-def _unary(op: str, *targets: Any, methods: tuple[str, ...] = ()) -> None:
-    def handler(cx: NodeContext, input: Any, *args: Any, **kwargs: Any) -> Value:
-        if args or kwargs.get("out") is not None:
-            raise Unsupported(f"{op} takes one input here, got extra arguments {args}")
-        return cx.out(op, [cx.value(input)])
-
-    handler.__name__ = f"convert_{op}"
-    function(*targets)(handler)
-    method(*methods)(handler)
-
-
-_UNARY: dict[str, tuple[Any, ...]] = {
-    "neg": (operator.neg, torch.neg, torch.negative),
-    "abs": (abs, torch.abs, operator.abs),
-    "exp": (torch.exp,),
-    "log": (torch.log,),
-    "sqrt": (torch.sqrt,),
-    "rsqrt": (torch.rsqrt,),
-    "reciprocal": (torch.reciprocal,),
-    "erf": (torch.erf, torch.special.erf),
-    "sin": (torch.sin,),
-    "cos": (torch.cos,),
-    "floor": (torch.floor, math.floor),  # math.*: shape arithmetic (ceil(H / stride))
-    "ceil": (torch.ceil, math.ceil),
-    "logical_not": (torch.logical_not,),
-    "bitwise_not": (torch.bitwise_not, operator.invert),
-    "sigmoid": (torch.sigmoid, F.sigmoid, torch.special.expit),
-    "tanh": (torch.tanh, F.tanh),
-    "relu": (torch.relu, F.relu, torch.relu_, F.relu_),
-    "relu6": (F.relu6,),
-    "silu": (F.silu,),
-    "mish": (F.mish,),
-    "hardswish": (F.hardswish,),
-    "hardsigmoid": (F.hardsigmoid,),
-}
-for _name, _functions in _UNARY.items():
-    _unary(_name, *_functions, methods=(_name,))
-
-
-def _with_inplace(op: str, *targets: Any, **defaults: Any) -> None:
+def _with_inplace(op: str, **defaults: Any) -> None:
     """Activations of the form ``F.op(input, <attrs...>, inplace=False)``."""
     names = list(defaults)
 
@@ -148,16 +73,15 @@ def _with_inplace(op: str, *targets: Any, **defaults: Any) -> None:
         return cx.out(op, [cx.value(input)], attrs)
 
     handler.__name__ = f"convert_{op}"
-    function(*targets)(handler)
-    method(op)(handler)
+    lowers(op)(handler)
 
 
-_with_inplace("hardtanh", F.hardtanh, min_val=-1.0, max_val=1.0)
-_with_inplace("leaky_relu", F.leaky_relu, negative_slope=0.01)
-_with_inplace("elu", F.elu, alpha=1.0)
+_with_inplace("hardtanh", min_val=-1.0, max_val=1.0)
+_with_inplace("leaky_relu", negative_slope=0.01)
+_with_inplace("elu", alpha=1.0)
 
 
-@function(F.softplus)
+@lowers("softplus")
 def convert_softplus(cx: NodeContext, input: Any, beta: Any = 1.0, threshold: Any = 20.0) -> Value:
     """``F.softplus``."""
     attrs = {
@@ -167,21 +91,19 @@ def convert_softplus(cx: NodeContext, input: Any, beta: Any = 1.0, threshold: An
     return cx.out("softplus", [cx.value(input)], attrs)
 
 
-@function(F.gelu)
-@method("gelu")
+@lowers("gelu")
 def convert_gelu(cx: NodeContext, input: Any, approximate: Any = "none") -> Value:
     """``F.gelu``."""
     return cx.out("gelu", [cx.value(input)], {"approximate": cx.static(approximate, "approximate")})
 
 
-@function(F.prelu, torch.prelu)
+@lowers("prelu")
 def convert_prelu(cx: NodeContext, input: Any, weight: Any) -> Value:
     """``F.prelu``."""
     return cx.out("prelu", [cx.value(input), cx.value(weight)])
 
 
-@function(torch.clamp, torch.clip)
-@method("clamp", "clip")
+@lowers("clamp")
 def convert_clamp(cx: NodeContext, input: Any, min: Any = None, max: Any = None) -> Value:
     """``torch.clamp`` with constant bounds."""
     low, high = cx.static(min, "min"), cx.static(max, "max")
@@ -217,10 +139,8 @@ def softmax_like(op: str) -> Any:
     return handler
 
 
-function(F.softmax, torch.softmax)(softmax_like("softmax"))
-method("softmax")(softmax_like("softmax"))
-function(F.log_softmax, torch.log_softmax)(softmax_like("log_softmax"))
-method("log_softmax")(softmax_like("log_softmax"))
+lowers("softmax")(softmax_like("softmax"))
+lowers("log_softmax")(softmax_like("log_softmax"))
 
 
 def dropout_like(op: str) -> Any:
@@ -241,8 +161,8 @@ def dropout_like(op: str) -> Any:
     return handler
 
 
-convert_dropout = function(F.dropout, torch.dropout)(dropout_like("dropout"))
-convert_dropout2d = function(F.dropout2d, torch.feature_dropout)(dropout_like("dropout2d"))
+convert_dropout = lowers("dropout")(dropout_like("dropout"))
+convert_dropout2d = lowers("dropout2d")(dropout_like("dropout2d"))
 
 
 @optional_function("torchvision.ops.stochastic_depth", "stochastic_depth")
@@ -257,7 +177,7 @@ def convert_stochastic_depth(
 # -- layers --------------------------------------------------------------------------------
 
 
-@function(F.linear)
+@lowers("linear")
 def convert_linear(cx: NodeContext, input: Any, weight: Any, bias: Any = None) -> Value:
     """``F.linear``."""
     inputs = [cx.value(input), cx.value(weight)]
@@ -279,7 +199,7 @@ def conv_attrs(
     }
 
 
-def _conv(op: str, rank: int, *targets: Any) -> None:
+def _conv(op: str, rank: int) -> None:
     def handler(
         cx: NodeContext,
         input: Any,
@@ -296,15 +216,15 @@ def _conv(op: str, rank: int, *targets: Any) -> None:
         return cx.out(op, inputs, conv_attrs(cx, rank, stride, padding, dilation, groups))
 
     handler.__name__ = f"convert_{op}"
-    function(*targets)(handler)
+    lowers(op)(handler)
 
 
-_conv("conv1d", 1, F.conv1d)
-_conv("conv2d", 2, F.conv2d)
-_conv("conv3d", 3, F.conv3d)
+_conv("conv1d", 1)
+_conv("conv2d", 2)
+_conv("conv3d", 3)
 
 
-def _conv_transpose(op: str, rank: int, *targets: Any) -> None:
+def _conv_transpose(op: str, rank: int) -> None:
     def handler(
         cx: NodeContext,
         input: Any,
@@ -329,14 +249,14 @@ def _conv_transpose(op: str, rank: int, *targets: Any) -> None:
         return cx.out(op, inputs, attrs)
 
     handler.__name__ = f"convert_{op}"
-    function(*targets)(handler)
+    lowers(op)(handler)
 
 
-_conv_transpose("conv_transpose1d", 1, F.conv_transpose1d)
-_conv_transpose("conv_transpose2d", 2, F.conv_transpose2d)
+_conv_transpose("conv_transpose1d", 1)
+_conv_transpose("conv_transpose2d", 2)
 
 
-@function(F.embedding)
+@lowers("embedding")
 def convert_embedding(
     cx: NodeContext,
     input: Any,
@@ -358,7 +278,7 @@ def convert_embedding(
     return cx.out("embedding", [cx.value(input), cx.value(weight)], attrs)
 
 
-@function(F.batch_norm)
+@lowers("batch_norm")
 def convert_batch_norm(
     cx: NodeContext,
     input: Any,
@@ -412,7 +332,7 @@ def _affine_inputs(cx: NodeContext, input: Any, weight: Any, bias: Any) -> list[
     return inputs
 
 
-@function(F.layer_norm, torch.layer_norm)
+@lowers("layer_norm")
 def convert_layer_norm(
     cx: NodeContext,
     input: Any,
@@ -431,7 +351,7 @@ def convert_layer_norm(
     return cx.out("layer_norm", inputs, attrs)
 
 
-@function(F.group_norm, torch.group_norm)
+@lowers("group_norm")
 def convert_group_norm(
     cx: NodeContext,
     input: Any,
@@ -450,7 +370,7 @@ def convert_group_norm(
     return cx.out("group_norm", inputs, attrs)
 
 
-@function(F.normalize)
+@lowers("normalize")
 def convert_normalize(
     cx: NodeContext, input: Any, p: Any = 2.0, dim: Any = 1, eps: Any = 1e-12, out: Any = None
 ) -> Value:
@@ -483,8 +403,7 @@ def convert_vector_norm(
     return cx.out("norm", [cx.value(input)], attrs)
 
 
-@function(torch.norm)
-@method("norm")
+@lowers("norm")
 def convert_norm(
     cx: NodeContext, input: Any, p: Any = "fro", dim: Any = None, keepdim: Any = False, **kw: Any
 ) -> Value:
@@ -502,7 +421,7 @@ def convert_norm(
 # -- reductions ------------------------------------------------------------------------------
 
 
-def _reduction(op: str, *targets: Any) -> None:
+def _reduction(op: str) -> None:
     def handler(
         cx: NodeContext, input: Any, dim: Any = None, keepdim: Any = False, *, dtype: Any = None
     ) -> Value:
@@ -519,26 +438,45 @@ def _reduction(op: str, *targets: Any) -> None:
         return cx.out(op, [tensor], attrs)
 
     handler.__name__ = f"convert_{op}"
-    function(*targets)(handler)
-    method(op)(handler)
+    lowers(op)(handler)
 
 
-_reduction("mean", torch.mean)
-_reduction("sum", torch.sum)
-_reduction("amax", torch.amax)
-_reduction("amin", torch.amin)
+for _op in ("mean", "sum", "amax", "amin"):
+    _reduction(_op)
 
 
-@function(torch.argmax)
-@method("argmax")
+@lowers("argmax")
 def convert_argmax(cx: NodeContext, input: Any, dim: Any = None, keepdim: Any = False) -> Value:
     """``torch.argmax``."""
     attrs = {"dim": cx.static(dim, "dim"), "keepdim": bool(cx.static(keepdim, "keepdim"))}
     return cx.out("argmax", [cx.value(input)], attrs)
 
 
-@function(torch.argmin)
-@method("argmin")
+@lowers("var")
+def convert_var(
+    cx: NodeContext,
+    input: Any,
+    dim: Any = None,
+    unbiased: Any = None,
+    keepdim: Any = False,
+    *,
+    correction: Any = None,
+) -> Value:
+    """``torch.var`` / ``x.var``: ``unbiased`` (old spelling) is ``correction`` 1 or 0."""
+    if unbiased is not None and correction is not None:
+        raise Unsupported("var with both unbiased= and correction=")
+    chosen = correction if correction is not None else unbiased
+    amount = 1.0 if chosen is None else float(cx.static(chosen, "correction"))
+    axis = cx.static(dim, "dim")
+    attrs = {
+        "dim": tuple(axis) if isinstance(axis, list) else axis,
+        "correction": amount,
+        "keepdim": bool(cx.static(keepdim, "keepdim")),
+    }
+    return cx.out("var", [cx.value(input)], attrs)
+
+
+@lowers("argmin")
 def convert_argmin(cx: NodeContext, input: Any, dim: Any = None, keepdim: Any = False) -> Value:
     """``torch.argmin``."""
     attrs = {"dim": cx.static(dim, "dim"), "keepdim": bool(cx.static(keepdim, "keepdim"))}
@@ -570,7 +508,7 @@ function(torch.min)(_extreme("amin", "minimum", "argmin"))
 method("min")(_extreme("amin", "minimum", "argmin"))
 
 
-@function(F.unfold)
+@lowers("im2col")
 def convert_im2col(
     cx: NodeContext,
     input: Any,
@@ -589,7 +527,7 @@ def convert_im2col(
     return cx.out("im2col", [cx.value(input)], attrs)
 
 
-@function(F.fold)
+@lowers("col2im")
 def convert_col2im(
     cx: NodeContext,
     input: Any,
@@ -612,8 +550,7 @@ def convert_col2im(
     return cx.out("col2im", [cx.value(input), *extra], attrs)
 
 
-@function(torch.cumsum)
-@method("cumsum")
+@lowers("cumsum")
 def convert_cumsum(cx: NodeContext, input: Any, dim: Any, *, dtype: Any = None) -> Value:
     """``torch.cumsum``."""
     tensor = cx.value(input)
@@ -639,7 +576,7 @@ def pool_attrs(
     }
 
 
-def _max_pool(op: str, rank: int, *targets: Any) -> None:
+def _max_pool(op: str, rank: int) -> None:
     def handler(
         cx: NodeContext,
         input: Any,
@@ -657,14 +594,14 @@ def _max_pool(op: str, rank: int, *targets: Any) -> None:
         return cx.out(op, [cx.value(input)], attrs)
 
     handler.__name__ = f"convert_{op}"
-    function(*targets)(handler)
+    lowers(op)(handler)
 
 
-_max_pool("max_pool1d", 1, F.max_pool1d, torch.max_pool1d)
-_max_pool("max_pool2d", 2, F.max_pool2d, torch.max_pool2d)
+_max_pool("max_pool1d", 1)
+_max_pool("max_pool2d", 2)
 
 
-@function(F.avg_pool1d, torch.avg_pool1d)
+@lowers("avg_pool1d")
 def convert_avg_pool1d(
     cx: NodeContext,
     input: Any,
@@ -680,7 +617,7 @@ def convert_avg_pool1d(
     return cx.out("avg_pool1d", [cx.value(input)], attrs)
 
 
-@function(F.avg_pool2d)
+@lowers("avg_pool2d")
 def convert_avg_pool2d(
     cx: NodeContext,
     input: Any,
@@ -698,7 +635,7 @@ def convert_avg_pool2d(
     return cx.out("avg_pool2d", [cx.value(input)], attrs)
 
 
-def _adaptive(op: str, *targets: Any) -> None:
+def _adaptive(op: str) -> None:
     def handler(
         cx: NodeContext, input: Any, output_size: Any, return_indices: Any = False
     ) -> Value:
@@ -711,15 +648,14 @@ def _adaptive(op: str, *targets: Any) -> None:
         return cx.out(op, [cx.value(input)], {"output_size": size})
 
     handler.__name__ = f"convert_{op}"
-    function(*targets)(handler)
+    lowers(op)(handler)
 
 
-_adaptive("adaptive_avg_pool1d", F.adaptive_avg_pool1d, torch.adaptive_avg_pool1d)
-_adaptive("adaptive_avg_pool2d", F.adaptive_avg_pool2d)
-_adaptive("adaptive_max_pool2d", F.adaptive_max_pool2d)
+for _op in ("adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool2d"):
+    _adaptive(_op)
 
 
-@function(F.interpolate, F.upsample)
+@lowers("interpolate")
 def convert_interpolate(
     cx: NodeContext,
     input: Any,
@@ -745,7 +681,7 @@ def convert_interpolate(
     return cx.out("interpolate", [cx.value(input), *extra], attrs)
 
 
-@function(F.pad, torch.constant_pad_nd)
+@lowers("pad")
 def convert_pad(
     cx: NodeContext, input: Any, pad: Any, mode: Any = "constant", value: Any = None
 ) -> Value:
@@ -763,7 +699,7 @@ def convert_pad(
     return cx.out("pad", [cx.value(input), *extra], attrs)
 
 
-@method("unfold")
+@lowers("unfold")
 def convert_unfold(cx: NodeContext, input: Any, dimension: Any, size: Any, step: Any) -> Value:
     """``x.unfold(dimension, size, step)``: sliding windows in a new last dim."""
     attrs = {
@@ -826,8 +762,8 @@ def sized_node(op: str, param: str) -> Any:
     return handler
 
 
-method("expand")(sized_node("expand", "size"))
-method("repeat")(sized_node("repeat", "repeats"))
+lowers("expand")(sized_node("expand", "size"))
+lowers("repeat")(sized_node("repeat", "repeats"))
 
 
 @function(torch.broadcast_to)
@@ -843,8 +779,7 @@ def convert_expand_as(cx: NodeContext, input: Any, other: Any) -> Value:
     return cx.out("expand", [cx.value(input), shape])
 
 
-@function(torch.flatten)
-@method("flatten")
+@lowers("flatten")
 def convert_flatten(cx: NodeContext, input: Any, start_dim: Any = 0, end_dim: Any = -1) -> Value:
     """``torch.flatten``."""
     attrs = {
@@ -854,8 +789,7 @@ def convert_flatten(cx: NodeContext, input: Any, start_dim: Any = 0, end_dim: An
     return cx.out("flatten", [cx.value(input)], attrs)
 
 
-@function(torch.unflatten)
-@method("unflatten")
+@lowers("unflatten")
 def convert_unflatten(cx: NodeContext, input: Any, dim: Any, sizes: Any) -> Value:
     """``torch.unflatten``."""
     attrs = {"dim": int(cx.static(dim, "dim")), "sizes": cx.ints(sizes, "sizes")}
@@ -874,8 +808,7 @@ def convert_permute_method(cx: NodeContext, input: Any, *dims: Any) -> Value:
     return cx.out("permute", [cx.value(input)], {"dims": cx.ints(_varargs(dims), "dims")})
 
 
-@function(torch.transpose, torch.swapaxes, torch.swapdims)
-@method("transpose", "swapaxes", "swapdims")
+@lowers("transpose")
 def convert_transpose(cx: NodeContext, input: Any, dim0: Any, dim1: Any) -> Value:
     """``torch.transpose`` (and its aliases)."""
     attrs = {"dim0": int(cx.static(dim0, "dim0")), "dim1": int(cx.static(dim1, "dim1"))}
@@ -892,7 +825,7 @@ def convert_t(cx: NodeContext, input: Any) -> Value:
     return cx.out("transpose", [tensor], {"dim0": 0, "dim1": 1})
 
 
-@method("contiguous")
+@lowers("contiguous")
 def convert_contiguous(cx: NodeContext, input: Any, memory_format: Any = None) -> Value:
     """``x.contiguous()``."""
     return cx.out("contiguous", [cx.value(input)])
@@ -905,22 +838,19 @@ def convert_clone(cx: NodeContext, input: Any, *, memory_format: Any = None) -> 
     return cx.out("identity", [cx.value(input)])
 
 
-@function(torch.detach)
-@method("detach")
+@lowers("detach")
 def convert_detach(cx: NodeContext, input: Any) -> Value:
     """``x.detach()``."""
     return cx.out("detach", [cx.value(input)])
 
 
-@function(torch.unsqueeze)
-@method("unsqueeze")
+@lowers("unsqueeze")
 def convert_unsqueeze(cx: NodeContext, input: Any, dim: Any) -> Value:
     """``torch.unsqueeze``."""
     return cx.out("unsqueeze", [cx.value(input)], {"dim": int(cx.static(dim, "dim"))})
 
 
-@function(torch.squeeze)
-@method("squeeze")
+@lowers("squeeze")
 def convert_squeeze(cx: NodeContext, input: Any, dim: Any = None) -> Value:
     """``torch.squeeze``."""
     axis = cx.static(dim, "dim")
@@ -929,8 +859,7 @@ def convert_squeeze(cx: NodeContext, input: Any, dim: Any = None) -> Value:
     )
 
 
-@function(torch.roll)
-@method("roll")
+@lowers("roll")
 def convert_roll(cx: NodeContext, input: Any, shifts: Any, dims: Any = None) -> Value:
     """``torch.roll``."""
     attrs = {
@@ -940,8 +869,7 @@ def convert_roll(cx: NodeContext, input: Any, shifts: Any, dims: Any = None) -> 
     return cx.out("roll", [cx.value(input)], attrs)
 
 
-@function(torch.flip)
-@method("flip")
+@lowers("flip")
 def convert_flip(cx: NodeContext, input: Any, *dims: Any) -> Value:
     """``torch.flip``."""
     return cx.out("flip", [cx.value(input)], {"dims": cx.ints(_varargs(dims), "dims")})
@@ -956,16 +884,14 @@ def multi_output(
     return node.outputs
 
 
-@function(torch.chunk)
-@method("chunk")
+@lowers("chunk")
 def convert_chunk(cx: NodeContext, input: Any, chunks: Any, dim: Any = 0) -> tuple[Value, ...]:
     """``torch.chunk``: one output per chunk."""
     attrs = {"chunks": int(cx.static(chunks, "chunks")), "dim": int(cx.static(dim, "dim"))}
     return multi_output(cx, "chunk", [cx.value(input)], attrs)
 
 
-@function(torch.split)
-@method("split")
+@lowers("split")
 def convert_split(
     cx: NodeContext, input: Any, split_size_or_sections: Any, dim: Any = 0
 ) -> tuple[Value, ...]:
@@ -978,27 +904,26 @@ def convert_split(
     return multi_output(cx, "split", [cx.value(input)], attrs)
 
 
-@function(torch.unbind)
-@method("unbind")
+@lowers("unbind")
 def convert_unbind(cx: NodeContext, input: Any, dim: Any = 0) -> tuple[Value, ...]:
     """``torch.unbind``: one output per slice."""
     return multi_output(cx, "unbind", [cx.value(input)], {"dim": int(cx.static(dim, "dim"))})
 
 
-@function(torch.cat, torch.concat, torch.concatenate)
+@lowers("cat")
 def convert_cat(cx: NodeContext, tensors: Any, dim: Any = 0, *, axis: Any = None) -> Value:
     """``torch.cat``."""
     axis_ = cx.static(axis if axis is not None else dim, "dim")
     return cx.out("cat", [cx.tensor(t) for t in tensors], {"dim": int(axis_)})
 
 
-@function(torch.stack)
+@lowers("stack")
 def convert_stack(cx: NodeContext, tensors: Any, dim: Any = 0) -> Value:
     """``torch.stack``."""
     return cx.out("stack", [cx.tensor(t) for t in tensors], {"dim": int(cx.static(dim, "dim"))})
 
 
-@function(torch.where)
+@lowers("where")
 def convert_where(cx: NodeContext, condition: Any, input: Any = None, other: Any = None) -> Value:
     """``torch.where(condition, input, other)`` (the one-argument form is data-dependent)."""
     if input is None or other is None:
@@ -1006,8 +931,7 @@ def convert_where(cx: NodeContext, condition: Any, input: Any = None, other: Any
     return cx.out("where", [cx.value(condition), cx.value(input), cx.value(other)])
 
 
-@function(torch.masked_fill)
-@method("masked_fill")
+@lowers("masked_fill")
 def convert_masked_fill(cx: NodeContext, input: Any, mask: Any, value: Any) -> Value:
     """``x.masked_fill(mask, value)``."""
     if isinstance(value, Value):
@@ -1016,8 +940,7 @@ def convert_masked_fill(cx: NodeContext, input: Any, mask: Any, value: Any) -> V
     return cx.out("masked_fill", [cx.value(input), cx.value(mask)], {"value": float(fill)})
 
 
-@function(torch.gather)
-@method("gather")
+@lowers("gather_elements")
 def convert_gather(
     cx: NodeContext, input: Any, dim: Any, index: Any, *, sparse_grad: Any = False
 ) -> Value:
@@ -1027,8 +950,30 @@ def convert_gather(
     )
 
 
-@function(torch.index_select)
-@method("index_select")
+@lowers("scatter_elements")
+def convert_scatter(
+    cx: NodeContext,
+    input: Any,
+    dim: Any,
+    index: Any,
+    src: Any = None,
+    *,
+    value: Any = None,
+    reduce: Any = None,
+) -> Value:
+    """``torch.scatter`` / ``torch.scatter_add`` (and their methods and ATen ops)."""
+    if reduce is not None:
+        raise Unsupported("scatter with reduce= (deprecated in torch; use scatter_reduce)")
+    target = cx.fx_node.target
+    name = target if isinstance(target, str) else getattr(target, "__name__", "")
+    attrs: dict[str, Any] = {"dim": int(cx.static(dim, "dim"))}
+    if "scatter_add" in name:
+        attrs["reduce"] = "add"
+    source = src if src is not None else value
+    return cx.out("scatter_elements", [cx.value(input), cx.value(index), cx.value(source)], attrs)
+
+
+@lowers("index_select")
 def convert_index_select(cx: NodeContext, input: Any, dim: Any, index: Any) -> Value:
     """``torch.index_select``."""
     return cx.out(
@@ -1036,7 +981,7 @@ def convert_index_select(cx: NodeContext, input: Any, dim: Any, index: Any) -> V
     )
 
 
-@function(torch.einsum)
+@lowers("einsum")
 def convert_einsum(cx: NodeContext, equation: Any, *operands: Any) -> Value:
     """``torch.einsum``."""
     tensors = _varargs(operands)
@@ -1050,20 +995,7 @@ def convert_einsum(cx: NodeContext, equation: Any, *operands: Any) -> Value:
 # -- dtypes and constants --------------------------------------------------------------------
 
 
-@method(
-    "to",
-    "type",
-    "float",
-    "double",
-    "half",
-    "bfloat16",
-    "int",
-    "long",
-    "short",
-    "bool",
-    "byte",
-    "type_as",
-)
+@lowers("to")
 def convert_to(cx: NodeContext, input: Any, *args: Any, **kwargs: Any) -> Any:
     """Casts: a ``to`` node when the dtype changes; device moves leave the value as it is."""
     tensor = cx.value(input)
@@ -1140,7 +1072,7 @@ def factory(fill: float | None) -> Any:
     return handler
 
 
-@function(torch.arange)
+@lowers("arange")
 def convert_arange(cx: NodeContext, *args: Any, **kwargs: Any) -> Value:
     """``torch.arange`` with a bound the graph computes (a known one folds to a constant).
 

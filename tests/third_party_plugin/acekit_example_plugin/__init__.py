@@ -1,4 +1,4 @@
-"""An example acekit plugin: a pass, a pipeline preset and a deployment target.
+"""An example acekit plugin: an op, a pass, a pipeline preset and a deployment target.
 
 acekit finds this module through the ``acekit`` entry point declared in this
 distribution's pyproject.toml and calls the ``@hookimpl`` functions below once, when it
@@ -29,6 +29,7 @@ from acekit.target import (
     export_qdq_onnx,
     hookimpl,
 )
+from acekit_example_plugin.ops import HARD_SWISH_CLAMP
 
 
 @attrs.frozen
@@ -136,6 +137,12 @@ class ExampleTarget:
             return [torch.from_numpy(out) for out in session.run(None, feed)]
 
         return run
+
+
+@hookimpl
+def acekit_register_ops(registry: Registrar) -> None:
+    """Register the op (see ops.py); the parsers, the simulation and exports find it."""
+    registry.add_op(HARD_SWISH_CLAMP)
 
 
 @hookimpl
