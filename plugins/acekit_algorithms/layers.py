@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from acekit.ir.graph import Graph, Node, Value
 from acekit.ir.quant import QuantSpec
+from acekit.quant import qmath
 from acekit.quant.context import QuantContext
 from acekit.runtime.codegen import to_module
 from acekit.runtime.fake_quant import fake_quantize
@@ -117,9 +118,14 @@ def spec_tensors(spec: QuantSpec, like: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def broadcast(values: Tensor, spec: QuantSpec, like: Tensor) -> Tensor:
-    """Per-channel ``values`` shaped to broadcast against ``like`` along ``spec.axis``."""
+    """Per-channel ``values`` shaped to broadcast against ``like`` along ``spec.axis``.
+
+    Group-wise values (``spec.block_size``) come back with ``like``'s shape, one per element.
+    """
     if spec.axis is None:
         return values.reshape(())
+    if spec.block_size is not None:
+        return qmath.expand_blocks(values, like.shape, spec.axis, spec.block_size)
     shape = [1] * like.dim()
     shape[spec.axis % like.dim()] = -1
     return values.reshape(shape)
@@ -128,7 +134,15 @@ def broadcast(values: Tensor, spec: QuantSpec, like: Tensor) -> Tensor:
 def fake_quantized(tensor: Tensor, spec: QuantSpec) -> Tensor:
     """``tensor`` rounded to ``spec``'s grid and back, as the generated module does."""
     scale, zero = spec_tensors(spec, tensor)
-    return fake_quantize(tensor, scale, zero, qmin=spec.qmin, qmax=spec.qmax, axis=spec.axis)
+    return fake_quantize(
+        tensor,
+        scale,
+        zero,
+        qmin=spec.qmin,
+        qmax=spec.qmax,
+        axis=spec.axis,
+        block_size=spec.block_size,
+    )
 
 
 def set_tensor(graph: Graph, ref: str, new: Tensor) -> None:
