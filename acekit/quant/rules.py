@@ -82,6 +82,13 @@ class QuantRules:
             weight-only kernels: 128 along K). A weight whose values per channel are not
             a multiple of it, or no more than one block, keeps one scale per channel.
             ``None`` (most targets): per-channel scales.
+        mac_costs: The target's latency cost model: the time of one multiply-accumulate
+            of a layer whose weights are ``bits`` wide, relative to float32 (1.0), by
+            width. A width not listed costs what the narrowest listed width holding it
+            costs (4-bit weights run in 8-bit kernels on most targets). The default
+            says what CPU and GPU integer kernels roughly give: 8-bit MACs at four
+            times, 16-bit at twice float32's rate. Mixed precision's latency budget
+            reads it; it is an estimate for ranking choices, not a measurement.
         reason: One line saying why this scheme, printed in the run log.
     """
 
@@ -96,6 +103,7 @@ class QuantRules:
     bias_scale_through: frozenset[str] = frozenset()
     storage_bits: tuple[int, ...] = (8,)
     weight_block_size: int | None = None
+    mac_costs: Mapping[int, float] = attrs.field(factory=lambda: {8: 0.25, 16: 0.5})
     reason: str = ""
 
     def activation_spec(self, bits: int | None = None) -> QuantSpec:
@@ -117,6 +125,13 @@ class QuantRules:
                 f"({', '.join(map(str, self.storage_bits))})"
             )
         return integer_range(fitting[0], signed=signed)
+
+    def mac_cost(self, bits: int | None) -> float:
+        """Relative cost of one MAC with ``bits``-wide weights (``None``: float, 1.0)."""
+        if bits is None:
+            return 1.0
+        holding = [width for width in sorted(self.mac_costs) if width >= bits]
+        return float(self.mac_costs[holding[0]]) if holding else 1.0
 
     def weight_spec(
         self, axis: int | None, bits: int | None = None, *, per_channel: int | None = None
