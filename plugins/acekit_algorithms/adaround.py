@@ -32,11 +32,10 @@ from acekit_algorithms.layers import (
     broadcast,
     calibration_batches,
     quantized_layers,
-    set_tensor,
     spec_tensors,
     stream,
 )
-from acekit_algorithms.originals import float_reference, original, remember
+from acekit_algorithms.originals import float_reference
 
 log = get_logger(__name__)
 
@@ -69,8 +68,8 @@ def layer_data(graph: Graph, context: QuantContext, layer: Layer, batches: int) 
         seen[layer.input_value.name]
         for seen in stream(graph, context, [layer.input_value], quantize=True, batches=batches)
     ]
-    weight = original(context, graph, layer.weight_ref).detach()
-    bias = None if layer.bias_ref is None else original(context, graph, layer.bias_ref)
+    weight = layer.float_weight(context, graph)
+    bias = layer.float_bias(context, graph)
     targets = []
     with float_reference(graph, context):
         for seen in stream(graph, context, [layer.input_value], quantize=False, batches=batches):
@@ -136,11 +135,11 @@ class AdaRound(CalibrationReader, Pass):
             b = None if bias is None else bias.detach().to(data.inputs.device)
             error_nearest = reconstruction_error(layer, data, nearest, b)
             error_learned = reconstruction_error(layer, data, learned, b)
-            remember(context, layer.weight_ref, original(context, graph, layer.weight_ref))
+            layer.remember_weight(context, graph)
             if error_learned <= error_nearest:
-                set_tensor(graph, layer.weight_ref, learned)
+                layer.set_weight(graph, learned)
             else:
-                set_tensor(graph, layer.weight_ref, nearest)
+                layer.set_weight(graph, nearest)
                 kept += 1
             before.append(error_nearest)
             after.append(min(error_learned, error_nearest))
@@ -167,7 +166,7 @@ class AdaRound(CalibrationReader, Pass):
         """The nearest-rounded and the learned-rounded weight of ``layer``."""
         spec = layer.spec
         assert spec is not None
-        weight = original(context, graph, layer.weight_ref).detach().to(data.inputs.device)
+        weight = layer.float_weight(context, graph).to(data.inputs.device)
         scale, zero = spec_tensors(spec, weight)
         scale, zero = broadcast(scale, spec, weight), broadcast(zero.float(), spec, weight)
         floor = torch.floor(weight / scale)

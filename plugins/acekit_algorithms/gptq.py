@@ -42,25 +42,24 @@ from acekit_algorithms.layers import (
     fake_quantized,
     no_data_reason,
     quantized_layers,
-    set_tensor,
     spec_tensors,
     stream,
 )
-from acekit_algorithms.originals import original, remember
 
 log = get_logger(__name__)
 
 
-def input_rows(layer: Layer, x: Tensor) -> Tensor:
-    """The layer's input as rows of its weight's column space (im2col for a conv)."""
+def input_rows(layer: Layer, x: Tensor, kernel: tuple[int, ...]) -> Tensor:
+    """The layer's input as rows of its weight's column space (im2col for a conv).
+
+    ``kernel`` is the conv's kernel size (the weight's trailing dimensions).
+    """
     if layer.node.op == "linear":
         return x.reshape(-1, x.shape[-1])
     attrs_ = layer.node.attrs
-    weight_shape = layer.node.inputs[1].type.shape
-    assert weight_shape is not None
     patches = F.unfold(
         x,
-        kernel_size=tuple(int(k) for k in weight_shape[2:]),
+        kernel_size=kernel,
         dilation=attrs_.get("dilation", 1),
         padding=attrs_.get("padding", 0),
         stride=attrs_.get("stride", 1),
@@ -78,9 +77,10 @@ def hessians(
     totals: list[Tensor | None] = [None] * len(layers)
     rows = [0] * len(layers)
     values = [layer.input_value for layer in layers]
+    kernels = [tuple(layer.weight(graph).shape[2:]) for layer in layers]
     for seen in stream(graph, context, values, quantize=True, batches=batches):
         for i, layer in enumerate(layers):
-            x = input_rows(layer, seen[layer.input_value.name]).double()
+            x = input_rows(layer, seen[layer.input_value.name], kernels[i]).double()
             total = totals[i]
             totals[i] = x.T @ x if total is None else total + x.T @ x
             rows[i] += x.shape[0]
@@ -242,21 +242,21 @@ class Gptq(CalibrationReader, Pass):
     ) -> tuple[float, float]:
         spec = layer.spec
         assert spec is not None
-        weight = original(context, graph, layer.weight_ref).detach()
+        weight = layer.float_weight(context, graph)
         rows = weight.reshape(weight.shape[0], -1)
         nearest = fake_quantized(rows, spec)
         rounded, group_scales = gptq_round(rows, h, spec, damping=self.damping, block=self.block)
         error_nearest = output_error((nearest - rows).to(h.device), h)
         error_gptq = output_error((rounded - rows).to(h.device), h)
-        remember(context, layer.weight_ref, weight)
+        layer.remember_weight(context, graph)
         if error_gptq <= error_nearest:
-            set_tensor(graph, layer.weight_ref, rounded.reshape(weight.shape))
+            layer.set_weight(graph, rounded.reshape(weight.shape))
             if group_scales is not None:  # the groups' scales GPTQ chose
                 layer.weight_value.quant = attrs.evolve(
                     spec, scale=tuple(group_scales.reshape(-1).tolist())
                 )
         else:
-            set_tensor(graph, layer.weight_ref, nearest.reshape(weight.shape))
+            layer.set_weight(graph, nearest.reshape(weight.shape))
         return error_nearest, min(error_gptq, error_nearest)
 
 
