@@ -60,6 +60,13 @@ class LayerData:
 
     inputs: Tensor
     targets: Tensor
+    #: Calibration batches the inputs came from.
+    batches: int
+
+    def vectors(self, layer: Layer) -> int:
+        """How many input vectors (output positions) the data holds for ``layer``."""
+        channels = self.targets.shape[-1 if layer.node.op == "linear" else 1]
+        return self.targets.numel() // max(channels, 1)
 
 
 def layer_data(graph: Graph, context: QuantContext, layer: Layer, batches: int) -> LayerData:
@@ -76,7 +83,7 @@ def layer_data(graph: Graph, context: QuantContext, layer: Layer, batches: int) 
             x = seen[layer.input_value.name]
             b = None if bias is None else bias.detach().to(x.device)
             targets.append(layer.forward(x, weight.to(x.device), b))
-    return LayerData(torch.cat(inputs), torch.cat(targets))
+    return LayerData(torch.cat(inputs), torch.cat(targets), len(inputs))
 
 
 def reconstruction_error(
@@ -127,9 +134,14 @@ class AdaRound(CalibrationReader, Pass):
         generator = torch.Generator().manual_seed(self.seed)
         before: list[float] = []
         after: list[float] = []
-        kept = 0
+        kept = short = 0
         for layer in progress(targets, "AdaRound", total=len(targets)):
             data = layer_data(graph, context, layer, batches)
+            shortage = _shortage(graph, layer, data)
+            if shortage is not None:
+                log.info(f"AdaRound: keeping nearest rounding for '{layer.node.name}': {shortage}")
+                short += 1
+                continue
             nearest, learned = self._round(graph, context, layer, data, generator)
             bias = layer.bias(graph)
             b = None if bias is None else bias.detach().to(data.inputs.device)
@@ -143,16 +155,19 @@ class AdaRound(CalibrationReader, Pass):
                 kept += 1
             before.append(error_nearest)
             after.append(min(error_learned, error_nearest))
-        mean_before, mean_after = sum(before) / len(before), sum(after) / len(after)
+        done = len(before)
+        mean_before = sum(before) / done if done else 0.0
+        mean_after = sum(after) / done if done else 0.0
         log.info(
-            f"AdaRound: {len(targets)} layers, output MSE vs float {mean_before:.3g} "
-            f"(nearest) -> {mean_after:.3g}; {kept} kept nearest rounding",
+            f"AdaRound: {done} layers, output MSE vs float {mean_before:.3g} "
+            f"(nearest) -> {mean_after:.3g}; {kept} kept nearest rounding"
+            + (f"; {short} lacked calibration data" if short else ""),
             pass_name=self.name,
         )
         return PassResult(
             graph,
-            True,
-            {"layers": len(targets), "error_nearest": mean_before, "error_after": mean_after},
+            done > 0,
+            {"layers": done, "error_nearest": mean_before, "error_after": mean_after},
         )
 
     def _round(
@@ -198,6 +213,26 @@ class AdaRound(CalibrationReader, Pass):
             up = (_soft(v) >= 0.5).to(weight.dtype)
             learned = (torch.clamp(floor + up + zero, spec.qmin, spec.qmax) - zero) * scale
         return nearest, learned
+
+
+def _shortage(graph: Graph, layer: Layer, data: LayerData) -> str | None:
+    """Why the data cannot pin down ``layer``'s rounding, or ``None`` when it can.
+
+    Each output channel's rounding is fitted to its outputs, which only constrain the
+    weight along the input vectors seen: with fewer vectors than the channel has inputs,
+    many roundings reconstruct equally well and the choice overfits.
+    """
+    weight = layer.weight(graph)
+    needed = weight[0].numel()
+    vectors = data.vectors(layer)
+    if vectors >= needed:
+        return None
+    per_batch = max(vectors // max(data.batches, 1), 1)
+    return (
+        f"reconstructing it needs at least {needed} input vectors (its inputs per output), "
+        f"the calibration data gave {vectors} (use at least {-(-needed // per_batch)} "
+        "batches: adaround{batches=...} or more calibration data)"
+    )
 
 
 def _reconstruction(layer: Layer, out: Tensor, target: Tensor) -> Tensor:
