@@ -199,3 +199,21 @@ def test_block_size_option_reaches_the_rules() -> None:
     rules = quantization_rules({"mode": "int4_weight_only"})
     assert rules.weight_spec(0, 4, per_channel=200).block_size is None
     assert rules.weight_spec(0, 4, per_channel=256).block_size == BLOCK
+
+
+def test_adaround_and_bias_correction_keep_the_block_grid(
+    mlp: nn.Module, data: list[torch.Tensor], tmp_path: Path
+) -> None:
+    qm = _compile(
+        mlp, data, tmp_path, pipeline="cleanup,ptq,adaround{iterations=20},bias-correction"
+    )
+    for spec, weight in _weights(qm).values():
+        scale = qmath.expand_blocks(torch.tensor(spec.scale), weight.shape, 0, BLOCK)
+        grid = weight.detach() / scale
+        torch.testing.assert_close(grid, grid.round(), rtol=0, atol=1e-3)
+    path = qm.export(tmp_path / "adaround.onnx")
+    probe = torch.randn(4, 256)
+    with torch.no_grad():
+        expected = qm(probe)
+    actual = TensorRTTarget().load(path, engine="onnxruntime")(probe)[0]
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
