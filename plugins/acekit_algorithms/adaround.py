@@ -60,8 +60,8 @@ class LayerData:
 
     inputs: Tensor
     targets: Tensor
-    #: Calibration batches the inputs came from.
-    batches: int
+    #: Calibration batches the inputs came from (for the "use at least N batches" hint).
+    batches: int = 1
 
     def vectors(self, layer: Layer) -> int:
         """How many input vectors (output positions) the data holds for ``layer``."""
