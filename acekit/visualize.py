@@ -25,6 +25,8 @@ def _quant_label(value: Value) -> str:
         return "float (skipped" + (f": {spec.reason}" if spec.reason else "") + ")"
     kind = f"{'s' if spec.signed else 'u'}{spec.bits}"
     granularity = f" per-channel(axis={spec.axis})" if spec.axis is not None else " per-tensor"
+    if spec.block_size is not None:
+        granularity += f" blocks of {spec.block_size}"
     return kind + granularity
 
 

@@ -78,6 +78,8 @@ QUANT_KEYS = (
     "skip",
     "reason",
 )
+#: Quant keys a file may leave out (written only when set).
+OPTIONAL_QUANT_KEYS = ("block_size",)
 #: How a dtype inside an attribute value is written: ``{"__dtype__": "f32"}``.
 DTYPE_MARK = "__dtype__"
 
@@ -376,14 +378,14 @@ class _GraphChecker:
 # -- field checks -------------------------------------------------------------------------
 
 
-def _keys(entry: object, field: str, expected: Sequence[str]) -> None:
+def _keys(entry: object, field: str, expected: Sequence[str], optional: Sequence[str] = ()) -> None:
     if not isinstance(entry, dict):
         raise BadField(field, f"expected a dict, got {type(entry).__name__}")
     for key in expected:
         if key not in entry:
             raise BadField(field, f"missing key {key!r}")
     for key in entry:
-        if key not in expected:
+        if key not in expected and key not in optional:
             raise BadField(field, f"unexpected key {show(key)}")
 
 
@@ -459,8 +461,11 @@ def _type(data: object, field: str) -> tuple[torch.dtype | None, tuple[Any, ...]
 
 
 def _quant(data: object, field: str, shape: tuple[Any, ...] | None) -> None:
-    _keys(data, field, QUANT_KEYS)
+    _keys(data, field, QUANT_KEYS, OPTIONAL_QUANT_KEYS)
     assert isinstance(data, dict)
+    block = data.get("block_size")
+    if block is not None and (type(block) is not int or not 1 <= block <= MAX_ELEMENTS):
+        raise BadField(f"{field}.block_size", f"expected None or a size >= 1, got {show(block)}")
     for key in ("signed", "symmetric", "skip"):
         if type(data[key]) is not bool:
             raise BadField(f"{field}.{key}", f"expected True or False, got {show(data[key])}")

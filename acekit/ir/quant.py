@@ -45,6 +45,9 @@ class QuantSpec:
     annotated with a target's rules; ``scale`` and ``zero_point`` are filled in once
     calibration has measured the tensor. ``skip=True`` records a decision to keep the
     edge in floating point (``reason`` says why, for the log and the picture).
+    ``block_size`` (per channel only) gives each channel one scale per block of that
+    many values (group-wise scales, :func:`acekit.quant.qmath.expand_blocks`): the
+    scale then holds ``channels x blocks`` entries, channel-major.
     """
 
     bits: int = 8
@@ -56,6 +59,7 @@ class QuantSpec:
     zero_point: tuple[int, ...] | None = attrs.field(default=None, converter=_ints)
     skip: bool = False
     reason: str = ""
+    block_size: int | None = None
 
     @classmethod
     def skipped(cls, reason: str = "") -> QuantSpec:
@@ -89,6 +93,8 @@ class QuantSpec:
             found.append("per-channel quantization needs an axis")
         if not per_channel and self.axis is not None:
             found.append("per-tensor quantization takes no axis")
+        if self.block_size is not None and (not per_channel or self.block_size < 1):
+            found.append("a block size needs per-channel quantization and must be >= 1")
         if (
             per_channel
             and self.axis is not None
@@ -100,7 +106,10 @@ class QuantSpec:
             if any(not (s > 0 and math.isfinite(s)) for s in self.scale):
                 found.append("scales must be positive and finite")
             expected = channels if per_channel else 1
-            if expected is not None and len(self.scale) != expected:
+            if self.block_size is not None:
+                if expected is not None and len(self.scale) % max(expected, 1):
+                    found.append(f"{len(self.scale)} block scales for {expected} channels")
+            elif expected is not None and len(self.scale) != expected:
                 found.append(f"{len(self.scale)} scales given, {expected} expected")
             if self.zero_point is None or len(self.zero_point) != len(self.scale):
                 found.append("zero_point must have one entry per scale")
@@ -123,6 +132,8 @@ class QuantSpec:
         parts = [kind, "sym" if self.symmetric else "affine"]
         if self.granularity is Granularity.PER_CHANNEL:
             parts.append(f"axis={self.axis}")
+        if self.block_size is not None:
+            parts.append(f"block={self.block_size}")
         if self.scale is not None:
             parts.append("calibrated")
         return "q(" + ",".join(parts) + ")"

@@ -51,7 +51,7 @@ def _decode_type(data: dict[str, Any]) -> TensorType:
 def _encode_quant(spec: QuantSpec | None) -> dict[str, Any] | None:
     if spec is None:
         return None
-    return {
+    encoded = {
         "bits": spec.bits,
         "signed": spec.signed,
         "symmetric": spec.symmetric,
@@ -62,6 +62,9 @@ def _encode_quant(spec: QuantSpec | None) -> dict[str, Any] | None:
         "skip": spec.skip,
         "reason": spec.reason,
     }
+    if spec.block_size is not None:  # only group-wise specs carry it (older files lack it)
+        encoded["block_size"] = spec.block_size
+    return encoded
 
 
 def _decode_quant(data: dict[str, Any] | None) -> QuantSpec | None:

@@ -247,6 +247,31 @@ def _canonical_text(step: Pass) -> str:
     return step.name + "{" + ",".join(f"{k}={format_value(v)}" for k, v in changed) + "}"
 
 
+#: Option annotations checked before a pass is built, with what they accept.
+_OPTION_KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "int": ("an integer", (int,)),
+    "float": ("a number", (int, float)),
+    "bool": ("true or false", (bool,)),
+    "str": ("a string", (str,)),
+}
+
+
+def _type_problem(annotation: object, value: object) -> str | None:
+    """What an option of type ``annotation`` accepts, when ``value`` is not that."""
+    name = getattr(annotation, "__name__", annotation)
+    if not isinstance(name, str):
+        return None
+    optional = name.endswith(" | None")
+    kind = _OPTION_KINDS.get(name.removesuffix(" | None"))
+    if kind is None or (optional and value is None):
+        return None
+    what, types = kind
+    # bool is an int in Python; an integer or number option must not take true/false.
+    if isinstance(value, types) and (bool in types or not isinstance(value, bool)):
+        return None
+    return what + (" (or none)" if optional else "")
+
+
 def _resolve(item: SpecItem, spec: str, lookup: PassLookup) -> Pass | Pipeline:
     passes, presets = lookup.passes, lookup.presets
     if item.name in presets:
@@ -274,7 +299,14 @@ def _resolve(item: SpecItem, spec: str, lookup: PassLookup) -> Pass | Pipeline:
                 f"pass {item.name!r} has no option {key!r} (its options: {allowed})",
             )
         value = parse_value(text)
-        if fields[key].type in (float, "float") and isinstance(value, int):
+        problem = _type_problem(fields[key].type, value)
+        if problem is not None:
+            raise PipelineSpecError(
+                spec,
+                spec.find(key, item.column),
+                f"option {key!r} of pass {item.name!r} must be {problem}; got {value!r}",
+            )
+        if fields[key].type in (float, "float", "float | None") and isinstance(value, int):
             value = float(value)
         kwargs[key] = value
     try:

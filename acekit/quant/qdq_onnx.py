@@ -173,6 +173,7 @@ def clamp_module_weights(module: torch.nn.Module, graph: Graph) -> None:
             spec.qmin,
             spec.qmax,
             spec.axis,
+            spec.block_size,
         )
         module.get_parameter(ref).data = clamped
 

@@ -9,11 +9,17 @@
 * BatchNorm folding into the conv or linear before it.
 
 Functions taking an ``axis`` work per channel along it (the scale has one entry per
-channel) and per tensor for ``None``.
+channel) and per tensor for ``None``. With a ``block_size`` as well they work per
+*block* (group-wise scales, ONNX's blocked ``DequantizeLinear``): channel ``c``'s values
+(every dimension but ``axis``, flattened in order) are cut into blocks of
+``block_size``, each with its own scale; the scale holds ``channels x blocks`` entries,
+channel-major (see :func:`expand_blocks`).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -103,39 +109,101 @@ def channel_view(tensor: Tensor, rank: int, axis: int | None) -> Tensor:
     return tensor.reshape(shape)
 
 
+def block_count(shape: Sequence[int], axis: int, block_size: int) -> int:
+    """How many blocks of ``block_size`` each channel (along ``axis``) of ``shape`` has."""
+    per_channel = math.prod(shape) // max(shape[axis % len(shape)], 1)
+    return -(-per_channel // block_size)
+
+
+def expand_blocks(values: Tensor, shape: Sequence[int], axis: int, block_size: int) -> Tensor:
+    """Per-block ``values`` (``channels x blocks``, channel-major) as one entry per element.
+
+    Channel ``c`` is the slice ``axis = c`` of a tensor of ``shape``; its elements, in
+    order with ``axis`` moved first, fall into blocks of ``block_size`` (the last one
+    may be shorter).
+    """
+    rank = len(shape)
+    moved = [shape[axis % rank], *(d for i, d in enumerate(shape) if i != axis % rank)]
+    per_channel = math.prod(moved[1:])
+    blocks = values.reshape(moved[0], -1)
+    full = blocks.repeat_interleave(block_size, dim=1)[:, :per_channel]
+    return full.reshape(moved).movedim(0, axis % rank)
+
+
+def _view(values: Tensor, x: Tensor, axis: int | None, block_size: int | None) -> Tensor:
+    if block_size is not None and axis is not None:
+        return expand_blocks(values, x.shape, axis, block_size).to(x.dtype)
+    return channel_view(values, x.dim(), axis).to(x.dtype)
+
+
+def block_range(x: Tensor, axis: int, block_size: int) -> tuple[Tensor, Tensor]:
+    """Each block's ``(min, max)`` of ``x`` (``channels x blocks`` entries, flattened)."""
+    rows = x.detach().movedim(axis % x.dim(), 0).reshape(x.shape[axis], -1)
+    blocks = -(-rows.shape[1] // block_size)
+    # A short last block is padded with zeros: ranges include 0 anyway.
+    padded = torch.nn.functional.pad(rows, (0, blocks * block_size - rows.shape[1]))
+    grouped = padded.reshape(rows.shape[0], blocks, block_size)
+    return grouped.amin(2).reshape(-1), grouped.amax(2).reshape(-1)
+
+
 def quantize(
-    x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, axis: int | None = None
+    x: Tensor,
+    scale: Tensor,
+    zero_point: Tensor,
+    qmin: int,
+    qmax: int,
+    axis: int | None = None,
+    block_size: int | None = None,
 ) -> Tensor:
     """The integers (as float tensor) ``clamp(round(x / scale) + zero_point, qmin, qmax)``.
 
     Rounding passes gradients straight through; the clamp masks them outside the range.
     """
-    step = channel_view(scale, x.dim(), axis).to(x.dtype)
-    zp = channel_view(zero_point, x.dim(), axis).to(x.dtype)
+    step = _view(scale, x, axis, block_size)
+    zp = _view(zero_point, x, axis, block_size)
     scaled = x / step
     return torch.clamp(scaled + (torch.round(scaled) - scaled).detach() + zp, qmin, qmax)
 
 
-def dequantize(q: Tensor, scale: Tensor, zero_point: Tensor, axis: int | None = None) -> Tensor:
+def dequantize(
+    q: Tensor,
+    scale: Tensor,
+    zero_point: Tensor,
+    axis: int | None = None,
+    block_size: int | None = None,
+) -> Tensor:
     """``(q - zero_point) * scale``."""
-    step = channel_view(scale, q.dim(), axis).to(q.dtype)
-    zp = channel_view(zero_point, q.dim(), axis).to(q.dtype)
+    step = _view(scale, q, axis, block_size)
+    zp = _view(zero_point, q, axis, block_size)
     return (q - zp) * step
 
 
 def fake_quantize_exact(
-    x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, axis: int | None = None
+    x: Tensor,
+    scale: Tensor,
+    zero_point: Tensor,
+    qmin: int,
+    qmax: int,
+    axis: int | None = None,
+    block_size: int | None = None,
 ) -> Tensor:
     """``dequantize(quantize(x))``: ``x`` on its integer grid, in float."""
-    return dequantize(quantize(x, scale, zero_point, qmin, qmax, axis), scale, zero_point, axis)
+    q = quantize(x, scale, zero_point, qmin, qmax, axis, block_size)
+    return dequantize(q, scale, zero_point, axis, block_size)
 
 
 def clamp_to_range(
-    x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, axis: int | None = None
+    x: Tensor,
+    scale: Tensor,
+    zero_point: Tensor,
+    qmin: int,
+    qmax: int,
+    axis: int | None = None,
+    block_size: int | None = None,
 ) -> Tensor:
     """``x`` clamped to the real interval ``[qmin, qmax]`` covers (no rounding)."""
-    step = channel_view(scale, x.dim(), axis).to(x.dtype)
-    zp = channel_view(zero_point, x.dim(), axis).to(x.dtype)
+    step = _view(scale, x, axis, block_size)
+    zp = _view(zero_point, x, axis, block_size)
     return torch.minimum(torch.maximum(x, (qmin - zp) * step), (qmax - zp) * step)
 
 

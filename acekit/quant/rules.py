@@ -77,6 +77,18 @@ class QuantRules:
             the layer (reshape, transpose, max pooling).
         storage_bits: Integer container widths the deployed file stores: a narrower
             quantized tensor (4-bit weights) is stored in the smallest one that holds it.
+        weight_block_size: Group-wise weight scales: each output channel of a weight
+            gets one scale per block of this many input values (TensorRT's INT4
+            weight-only kernels: 128 along K). A weight whose values per channel are not
+            a multiple of it, or no more than one block, keeps one scale per channel.
+            ``None`` (most targets): per-channel scales.
+        mac_costs: The target's latency cost model: the time of one multiply-accumulate
+            of a layer whose weights are ``bits`` wide, relative to float32 (1.0), by
+            width. A width not listed costs what the narrowest listed width holding it
+            costs (4-bit weights run in 8-bit kernels on most targets). The default
+            says what CPU and GPU integer kernels roughly give: 8-bit MACs at four
+            times, 16-bit at twice float32's rate. Mixed precision's latency budget
+            reads it; it is an estimate for ranking choices, not a measurement.
         reason: One line saying why this scheme, printed in the run log.
     """
 
@@ -90,6 +102,8 @@ class QuantRules:
     bias_bits: int | None = None
     bias_scale_through: frozenset[str] = frozenset()
     storage_bits: tuple[int, ...] = (8,)
+    weight_block_size: int | None = None
+    mac_costs: Mapping[int, float] = attrs.field(factory=lambda: {8: 0.25, 16: 0.5})
     reason: str = ""
 
     def activation_spec(self, bits: int | None = None) -> QuantSpec:
@@ -112,11 +126,34 @@ class QuantRules:
             )
         return integer_range(fitting[0], signed=signed)
 
-    def weight_spec(self, axis: int | None, bits: int | None = None) -> QuantSpec:
-        """The weight template per channel along ``axis`` (per tensor for ``None``)."""
+    def mac_cost(self, bits: int | None) -> float:
+        """Relative cost of one MAC with ``bits``-wide weights (``None``: float, 1.0)."""
+        if bits is None:
+            return 1.0
+        holding = [width for width in sorted(self.mac_costs) if width >= bits]
+        return float(self.mac_costs[holding[0]]) if holding else 1.0
+
+    def weight_spec(
+        self, axis: int | None, bits: int | None = None, *, per_channel: int | None = None
+    ) -> QuantSpec:
+        """The weight template per channel along ``axis`` (per tensor for ``None``).
+
+        ``per_channel`` is how many values each channel of the weight holds; with
+        :attr:`weight_block_size` set and a multiple of it above one block, the spec is
+        group-wise (``block_size``).
+        """
+        block = self.weight_block_size
+        blocked = (
+            axis is not None
+            and block is not None
+            and per_channel is not None
+            and per_channel > block
+            and per_channel % block == 0
+        )
         return attrs.evolve(
             self.weight,
             granularity=Granularity.PER_TENSOR if axis is None else Granularity.PER_CHANNEL,
             axis=axis,
             bits=self.weight.bits if bits is None else min(bits, self.weight.bits),
+            block_size=block if blocked else None,
         )

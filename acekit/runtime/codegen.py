@@ -247,6 +247,8 @@ class _Builder:
         scale_node = self.fx.get_attr(f"{QUANTIZERS}.{key}.scale")
         self.scales[id(value)] = scale_node
         kwargs: dict[str, Any] = {"qmin": spec.qmin, "qmax": spec.qmax, "axis": spec.axis}
+        if spec.block_size is not None:
+            kwargs["block_size"] = spec.block_size
         if self.rules is not None:
             kwargs["storage"] = self.rules.storage_range(spec.bits, spec.signed)
         return self.fx.call_function(

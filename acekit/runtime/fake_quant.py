@@ -30,20 +30,27 @@ def fake_quantize(
     qmax: int,
     axis: int | None = None,
     storage: tuple[int, int] | None = None,
+    block_size: int | None = None,
 ) -> Tensor:
     """``input`` quantized to ``[qmin, qmax]`` with ``scale``/``zero_point`` and dequantized.
 
-    ``axis`` selects per-channel quantization (``scale`` has one entry per channel).
-    When ``scale`` requires grad (QAT), the LSQ kernels also train the scale.
+    ``axis`` selects per-channel quantization (``scale`` has one entry per channel);
+    ``block_size`` group-wise scales within each channel (:mod:`acekit.quant.qmath`).
+    When ``scale`` requires grad (QAT), the LSQ kernels also train the scale (group-wise
+    scales train through the straight-through estimator of :func:`qmath.quantize`).
     ``storage`` is the integer range of the container the export writes (the target's
     ``storage_bits``; by default the 8-bit one of the same signedness).
     """
     if torch.onnx.is_in_onnx_export():
+        if block_size is not None and axis is not None:
+            return _blocks_for_export(input, scale, zero_point, qmin, qmax, axis, block_size)
         return _for_export(input, scale, zero_point, qmin, qmax, axis, storage)
     dtype = input.dtype
     x = input if dtype == torch.float32 else input.float()
     zp = zero_point.to(torch.int32)
-    if scale.requires_grad and torch.is_grad_enabled():
+    if block_size is not None:
+        out = qmath.fake_quantize_exact(x, scale, zp, qmin, qmax, axis, block_size)
+    elif scale.requires_grad and torch.is_grad_enabled():
         factor = 1.0 / math.sqrt(max(x.numel() // max(scale.numel(), 1), 1) * max(qmax, 1))
         zp_float = zero_point.to(torch.float32)
         if axis is None:
@@ -107,3 +114,35 @@ def _for_export(
             input, step.reshape(()), zp.reshape(()), low, high
         )
     return torch.fake_quantize_per_channel_affine(input, step, zp, axis % input.dim(), low, high)
+
+
+def _blocks_for_export(
+    input: Tensor,
+    scale: Tensor,
+    zero_point: Tensor,
+    qmin: int,
+    qmax: int,
+    axis: int,
+    block_size: int,
+) -> Tensor:
+    """Group-wise quantization as torch's exporter can write it: per channel of blocks.
+
+    The weight (channels along ``axis``, a whole number of blocks per channel) is
+    reshaped to one row per block, quantized per row (``QuantizeLinear`` axis 0) and
+    reshaped back: ``Reshape -> Q -> DQ -> Reshape``. Targets that run blocked
+    ``DequantizeLinear`` rewrite it into that form (opset 21).
+    """
+    moved = input.movedim(axis, 0)
+    rows = moved.reshape(-1, block_size)
+    step = scale.detach().float().reshape(-1)
+    if rows.shape[0] != step.numel():
+        raise ValueError(
+            f"a group-wise quantizer with {step.numel()} blocks of {block_size} cannot hold "
+            f"a tensor of shape {tuple(input.shape)}"
+        )
+    zp = zero_point.detach().to(torch.int32).reshape(-1)
+    low, high = qmath.integer_range(8, signed=qmin < 0)
+    if qmax > high or qmin < low:
+        raise ValueError(f"cannot store a [{qmin}, {qmax}] quantizer in a [{low}, {high}] QDQ")
+    out = torch.fake_quantize_per_channel_affine(rows, step, zp, 0, low, high)
+    return out.reshape(moved.shape).movedim(0, axis)

@@ -32,11 +32,10 @@ from acekit_algorithms.layers import (
     broadcast,
     calibration_batches,
     quantized_layers,
-    set_tensor,
     spec_tensors,
     stream,
 )
-from acekit_algorithms.originals import float_reference, original, remember
+from acekit_algorithms.originals import float_reference
 
 log = get_logger(__name__)
 
@@ -61,6 +60,13 @@ class LayerData:
 
     inputs: Tensor
     targets: Tensor
+    #: Calibration batches the inputs came from (for the "use at least N batches" hint).
+    batches: int = 1
+
+    def vectors(self, layer: Layer) -> int:
+        """How many input vectors (output positions) the data holds for ``layer``."""
+        channels = self.targets.shape[-1 if layer.node.op == "linear" else 1]
+        return self.targets.numel() // max(channels, 1)
 
 
 def layer_data(graph: Graph, context: QuantContext, layer: Layer, batches: int) -> LayerData:
@@ -69,15 +75,15 @@ def layer_data(graph: Graph, context: QuantContext, layer: Layer, batches: int) 
         seen[layer.input_value.name]
         for seen in stream(graph, context, [layer.input_value], quantize=True, batches=batches)
     ]
-    weight = original(context, graph, layer.weight_ref).detach()
-    bias = None if layer.bias_ref is None else original(context, graph, layer.bias_ref)
+    weight = layer.float_weight(context, graph)
+    bias = layer.float_bias(context, graph)
     targets = []
     with float_reference(graph, context):
         for seen in stream(graph, context, [layer.input_value], quantize=False, batches=batches):
             x = seen[layer.input_value.name]
             b = None if bias is None else bias.detach().to(x.device)
             targets.append(layer.forward(x, weight.to(x.device), b))
-    return LayerData(torch.cat(inputs), torch.cat(targets))
+    return LayerData(torch.cat(inputs), torch.cat(targets), len(inputs))
 
 
 def reconstruction_error(
@@ -128,32 +134,40 @@ class AdaRound(CalibrationReader, Pass):
         generator = torch.Generator().manual_seed(self.seed)
         before: list[float] = []
         after: list[float] = []
-        kept = 0
+        kept = short = 0
         for layer in progress(targets, "AdaRound", total=len(targets)):
             data = layer_data(graph, context, layer, batches)
+            shortage = _shortage(graph, layer, data)
+            if shortage is not None:
+                log.info(f"AdaRound: keeping nearest rounding for '{layer.node.name}': {shortage}")
+                short += 1
+                continue
             nearest, learned = self._round(graph, context, layer, data, generator)
             bias = layer.bias(graph)
             b = None if bias is None else bias.detach().to(data.inputs.device)
             error_nearest = reconstruction_error(layer, data, nearest, b)
             error_learned = reconstruction_error(layer, data, learned, b)
-            remember(context, layer.weight_ref, original(context, graph, layer.weight_ref))
+            layer.remember_weight(context, graph)
             if error_learned <= error_nearest:
-                set_tensor(graph, layer.weight_ref, learned)
+                layer.set_weight(graph, learned)
             else:
-                set_tensor(graph, layer.weight_ref, nearest)
+                layer.set_weight(graph, nearest)
                 kept += 1
             before.append(error_nearest)
             after.append(min(error_learned, error_nearest))
-        mean_before, mean_after = sum(before) / len(before), sum(after) / len(after)
+        done = len(before)
+        mean_before = sum(before) / done if done else 0.0
+        mean_after = sum(after) / done if done else 0.0
         log.info(
-            f"AdaRound: {len(targets)} layers, output MSE vs float {mean_before:.3g} "
-            f"(nearest) -> {mean_after:.3g}; {kept} kept nearest rounding",
+            f"AdaRound: {done} layers, output MSE vs float {mean_before:.3g} "
+            f"(nearest) -> {mean_after:.3g}; {kept} kept nearest rounding"
+            + (f"; {short} lacked calibration data" if short else ""),
             pass_name=self.name,
         )
         return PassResult(
             graph,
-            True,
-            {"layers": len(targets), "error_nearest": mean_before, "error_after": mean_after},
+            done > 0,
+            {"layers": done, "error_nearest": mean_before, "error_after": mean_after},
         )
 
     def _round(
@@ -167,7 +181,7 @@ class AdaRound(CalibrationReader, Pass):
         """The nearest-rounded and the learned-rounded weight of ``layer``."""
         spec = layer.spec
         assert spec is not None
-        weight = original(context, graph, layer.weight_ref).detach().to(data.inputs.device)
+        weight = layer.float_weight(context, graph).to(data.inputs.device)
         scale, zero = spec_tensors(spec, weight)
         scale, zero = broadcast(scale, spec, weight), broadcast(zero.float(), spec, weight)
         floor = torch.floor(weight / scale)
@@ -199,6 +213,26 @@ class AdaRound(CalibrationReader, Pass):
             up = (_soft(v) >= 0.5).to(weight.dtype)
             learned = (torch.clamp(floor + up + zero, spec.qmin, spec.qmax) - zero) * scale
         return nearest, learned
+
+
+def _shortage(graph: Graph, layer: Layer, data: LayerData) -> str | None:
+    """Why the data cannot pin down ``layer``'s rounding, or ``None`` when it can.
+
+    Each output channel's rounding is fitted to its outputs, which only constrain the
+    weight along the input vectors seen: with fewer vectors than the channel has inputs,
+    many roundings reconstruct equally well and the choice overfits.
+    """
+    weight = layer.weight(graph)
+    needed = weight[0].numel()
+    vectors = data.vectors(layer)
+    if vectors >= needed:
+        return None
+    per_batch = max(vectors // max(data.batches, 1), 1)
+    return (
+        f"reconstructing it needs at least {needed} input vectors (its inputs per output), "
+        f"the calibration data gave {vectors} (use at least {-(-needed // per_batch)} "
+        "batches: adaround{batches=...} or more calibration data)"
+    )
 
 
 def _reconstruction(layer: Layer, out: Tensor, target: Tensor) -> Tensor:

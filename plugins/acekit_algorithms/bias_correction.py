@@ -32,13 +32,11 @@ from acekit_algorithms.layers import (
     Layer,
     after_ptq_reason,
     calibration_batches,
-    ensure_bias,
     fake_quantized,
     quantized_layers,
-    set_tensor,
     stream,
 )
-from acekit_algorithms.originals import float_reference, original, remember
+from acekit_algorithms.originals import float_reference
 
 log = get_logger(__name__)
 
@@ -120,7 +118,7 @@ class BiasCorrection(CalibrationReader, Pass):
             log.info(f"Bias correction: did nothing: {reason}")
             return PassResult(graph, False, {"layers": 0})
         batches = calibration_batches(context, self.batches)
-        originals = [original(context, graph, layer.weight_ref).detach() for layer in targets]
+        originals = [layer.float_weight(context, graph) for layer in targets]
         reference = output_means(
             graph, context, targets, originals, quantized_inputs=False, batches=batches
         )
@@ -156,9 +154,4 @@ class BiasCorrection(CalibrationReader, Pass):
 
 def _correct(graph: Graph, context: QuantContext, layer: Layer, shift: Tensor) -> Layer:
     """Subtract ``shift`` from ``layer``'s bias (added as zeros where it has none)."""
-    layer = ensure_bias(graph, layer)
-    bias = layer.bias(graph)
-    assert bias is not None and layer.bias_ref is not None
-    remember(context, layer.bias_ref, bias)
-    set_tensor(graph, layer.bias_ref, bias.detach() - shift.to(bias.device))
-    return layer
+    return layer.add_to_bias(graph, -shift, context)

@@ -34,10 +34,8 @@ from acekit_algorithms.layers import (
     CalibrationReader,
     Layer,
     calibration_batches,
-    ensure_bias,
     layers,
     no_data_reason,
-    set_tensor,
     stream,
 )
 
@@ -114,7 +112,7 @@ def pairs(graph: Graph) -> list[Pair]:
     for layer in by_node.values():
         if layer.groups != 1 and _input_axis(layer, layer.weight(graph)) is None:
             continue
-        nxt = _second_layer(layer.node.outputs[0], by_node)
+        nxt = _second_layer(layer.output_value, by_node)
         if nxt is None:
             continue
         second, relu, absorbable = nxt
@@ -143,11 +141,8 @@ def _equalize(graph: Graph, pair: Pair) -> None:
     r1, r2 = _channel_ranges(w1, 0), _channel_ranges(w2, axis2)
     ok = (r1 > 0) & (r2 > 0)
     scale = torch.where(ok, torch.sqrt(r1 / torch.where(ok, r2, 1.0)), torch.ones_like(r1))
-    set_tensor(graph, pair.first.weight_ref, w1 / _shape_along(scale, w1, 0))
-    bias = pair.first.bias(graph)
-    if bias is not None:
-        set_tensor(graph, pair.first.bias_ref or "", bias.detach() / scale)
-    set_tensor(graph, pair.second.weight_ref, w2 * _shape_along(scale, w2, axis2))
+    pair.first.scale_outputs(graph, scale)
+    pair.second.set_weight(graph, w2 * _shape_along(scale, w2, axis2))
 
 
 def spread(graph: Graph, layer: Layer) -> float:
@@ -162,16 +157,13 @@ def _absorb(graph: Graph, pair: Pair, low: Tensor) -> float:
     first_bias = pair.first.bias(graph)
     if first_bias is None or not bool((c > 0).any()):
         return 0.0
-    second = ensure_bias(graph, pair.second)
-    w2 = second.weight(graph).detach()
-    if _input_axis(second, w2) == 0:  # depthwise: channel i feeds output i alone
+    w2 = pair.second.weight(graph).detach()
+    if _input_axis(pair.second, w2) == 0:  # depthwise: channel i feeds output i alone
         moved = c * w2.reshape(w2.shape[0], -1).sum(1)
     else:
         moved = w2.reshape(w2.shape[0], w2.shape[1], -1).sum(2) @ c
-    set_tensor(graph, pair.first.bias_ref or "", first_bias.detach() - c)
-    bias2 = second.bias(graph)
-    assert bias2 is not None
-    set_tensor(graph, second.bias_ref or "", bias2.detach() + moved)
+    pair.first.add_to_bias(graph, -c)
+    pair.second.add_to_bias(graph, moved)
     return float(c.mean())
 
 
@@ -232,7 +224,7 @@ class CrossLayerEqualization(CalibrationReader, Pass):
         )
 
     def _absorb_all(self, graph: Graph, found: list[Pair]) -> tuple[int, str]:
-        candidates = [p for p in found if p.relu is not None and p.absorbable and p.first.bias_ref]
+        candidates = [p for p in found if p.relu is not None and p.absorbable and p.first.has_bias]
         if not self.absorb_high_bias:
             return 0, "high-bias absorption off"
         context = current_context(self.name)
@@ -242,7 +234,7 @@ class CrossLayerEqualization(CalibrationReader, Pass):
         if reason is not None:
             return 0, f"no high bias absorbed: {reason}"
         lows: dict[str, Tensor] = {}
-        values = [p.first.node.outputs[0] for p in candidates]
+        values = [p.first.output_value for p in candidates]
         for seen in stream(
             graph,
             context,
@@ -255,7 +247,7 @@ class CrossLayerEqualization(CalibrationReader, Pass):
                 lows[value.name] = (
                     low if value.name not in lows else torch.minimum(lows[value.name], low)
                 )
-        moved = [_absorb(graph, p, lows[p.first.node.outputs[0].name].cpu()) for p in candidates]
+        moved = [_absorb(graph, p, lows[p.first.output_value.name].cpu()) for p in candidates]
         absorbed = sum(1 for m in moved if m > 0)
         return absorbed, f"high bias absorbed in {absorbed} of {len(candidates)} pairs"
 

@@ -12,6 +12,11 @@ pass per layer, the paper's order, much slower on deep models). The scales are t
 target's (from ``calibrate``); the result is the weight moved onto the grid, exported
 like any other. A layer keeps round-to-nearest where GPTQ would reconstruct worse.
 
+With group-wise scales in the target's rules (``QuantRules.weight_block_size``, the
+weight spec's ``block_size``), each group's scales are chosen from the weights as error
+feedback left them when GPTQ reaches the group, as the paper does, and replace the
+calibrated ones.
+
 Runs after ``calibrate``; handles ``linear`` and ungrouped ``conv2d``.
 """
 
@@ -28,32 +33,33 @@ from acekit.ir.graph import Graph
 from acekit.ir.quant import QuantSpec
 from acekit.logging import get_logger, progress
 from acekit.passes import Pass, PassResult
+from acekit.quant import qmath
 from acekit.quant.context import QuantContext, current_context
 from acekit_algorithms.layers import (
     CalibrationReader,
     Layer,
     calibration_batches,
+    fake_quantized,
     no_data_reason,
     quantized_layers,
-    set_tensor,
     spec_tensors,
     stream,
 )
-from acekit_algorithms.originals import original, remember
 
 log = get_logger(__name__)
 
 
-def input_rows(layer: Layer, x: Tensor) -> Tensor:
-    """The layer's input as rows of its weight's column space (im2col for a conv)."""
+def input_rows(layer: Layer, x: Tensor, kernel: tuple[int, ...]) -> Tensor:
+    """The layer's input as rows of its weight's column space (im2col for a conv).
+
+    ``kernel`` is the conv's kernel size (the weight's trailing dimensions).
+    """
     if layer.node.op == "linear":
         return x.reshape(-1, x.shape[-1])
     attrs_ = layer.node.attrs
-    weight_shape = layer.node.inputs[1].type.shape
-    assert weight_shape is not None
     patches = F.unfold(
         x,
-        kernel_size=tuple(int(k) for k in weight_shape[2:]),
+        kernel_size=kernel,
         dilation=attrs_.get("dilation", 1),
         padding=attrs_.get("padding", 0),
         stride=attrs_.get("stride", 1),
@@ -71,9 +77,10 @@ def hessians(
     totals: list[Tensor | None] = [None] * len(layers)
     rows = [0] * len(layers)
     values = [layer.input_value for layer in layers]
+    kernels = [tuple(layer.weight(graph).shape[2:]) for layer in layers]
     for seen in stream(graph, context, values, quantize=True, batches=batches):
         for i, layer in enumerate(layers):
-            x = input_rows(layer, seen[layer.input_value.name]).double()
+            x = input_rows(layer, seen[layer.input_value.name], kernels[i]).double()
             total = totals[i]
             totals[i] = x.T @ x if total is None else total + x.T @ x
             rows[i] += x.shape[0]
@@ -86,20 +93,41 @@ def _quantize_column(w: Tensor, scale: Tensor, zero: Tensor, spec: QuantSpec) ->
     return (torch.clamp(torch.round(w / scale) + zero, spec.qmin, spec.qmax) - zero) * scale
 
 
-def gptq_round(weight: Tensor, h: Tensor, spec: QuantSpec, *, damping: float, block: int) -> Tensor:
-    """``weight`` (rows x columns) rounded column by column with error feedback."""
+def _group_params(values: Tensor, spec: QuantSpec) -> tuple[Tensor, Tensor]:
+    """Per-row scale and zero point of a group of columns, from their current values."""
+    scale, zero = qmath.qparams_from_range(
+        values.amin(1), values.amax(1), bits=spec.bits, signed=spec.signed, symmetric=spec.symmetric
+    )
+    return scale.to(values), zero.to(values)
+
+
+def gptq_round(
+    weight: Tensor, h: Tensor, spec: QuantSpec, *, damping: float, block: int
+) -> tuple[Tensor, Tensor | None]:
+    """``weight`` (rows x columns) rounded column by column with error feedback.
+
+    With group-wise scales (``spec.block_size``), each group's scales are set from the
+    weights as error feedback left them when GPTQ reaches the group (Frantar et al.
+    2022, "GPTQ with groups"); they come back as the second value (``rows x groups``),
+    else ``None``.
+    """
     w = weight.detach().to(h.device).double()
     h = h.clone()
     scale, zero = spec_tensors(spec, w)
-    scale = scale.double().reshape(-1) if spec.axis is not None else scale.double().reshape(1)
-    zero_ = zero.double().reshape(scale.shape)
+    group = spec.block_size
+    rows, columns = w.shape
+    if group is not None:
+        scale_ = torch.zeros(rows, -(-columns // group), dtype=w.dtype, device=w.device)
+        zero_ = torch.zeros_like(scale_)
+    else:
+        scale_ = scale.double().reshape(-1) if spec.axis is not None else scale.double().reshape(1)
+        zero_ = zero.double().reshape(scale_.shape)
     dead = torch.diag(h) == 0
     h[dead, dead] = 1
     w[:, dead] = 0
     h += damping * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
     inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     q = torch.zeros_like(w)
-    columns = w.shape[1]
     for start in range(0, columns, block):
         end = min(start + block, columns)
         w1 = w[:, start:end].clone()
@@ -107,13 +135,24 @@ def gptq_round(weight: Tensor, h: Tensor, spec: QuantSpec, *, damping: float, bl
         inv1 = inverse[start:end, start:end]
         for i in range(end - start):
             column = w1[:, i]
-            rounded = _quantize_column(column, scale, zero_, spec)
+            if group is None:
+                step, zp = scale_, zero_
+            else:
+                index = (start + i) // group
+                if (start + i) % group == 0:
+                    # The group's columns as they stand now: this block's updated ones,
+                    # then the later ones (updated at the end of this block).
+                    ahead = torch.cat([w1[:, i:], w[:, end:]], 1)[:, :group]
+                    scale_[:, index], zero_[:, index] = _group_params(ahead, spec)
+                step, zp = scale_[:, index], zero_[:, index]
+            rounded = _quantize_column(column, step, zp, spec)
             q[:, start + i] = rounded
             error = (column - rounded) / inv1[i, i]
             w1[:, i:] -= error.unsqueeze(1) @ inv1[i, i:].unsqueeze(0)
             errors[:, i] = error
         w[:, end:] -= errors @ inverse[start:end, end:]
-    return q.to(device=weight.device, dtype=weight.dtype)
+    result = q.to(device=weight.device, dtype=weight.dtype)
+    return result, (scale_.float().to(weight.device) if group is not None else None)
 
 
 def output_error(delta: Tensor, h: Tensor) -> float:
@@ -203,17 +242,21 @@ class Gptq(CalibrationReader, Pass):
     ) -> tuple[float, float]:
         spec = layer.spec
         assert spec is not None
-        weight = original(context, graph, layer.weight_ref).detach()
+        weight = layer.float_weight(context, graph)
         rows = weight.reshape(weight.shape[0], -1)
-        scale, zero = spec_tensors(spec, weight)
-        shape = (-1, 1) if spec.axis is not None else (1, 1)
-        nearest = _quantize_column(rows, scale.reshape(shape), zero.reshape(shape).float(), spec)
-        rounded = gptq_round(rows, h, spec, damping=self.damping, block=self.block)
+        nearest = fake_quantized(rows, spec)
+        rounded, group_scales = gptq_round(rows, h, spec, damping=self.damping, block=self.block)
         error_nearest = output_error((nearest - rows).to(h.device), h)
         error_gptq = output_error((rounded - rows).to(h.device), h)
-        remember(context, layer.weight_ref, weight)
-        best = rounded if error_gptq <= error_nearest else nearest
-        set_tensor(graph, layer.weight_ref, best.reshape(weight.shape))
+        layer.remember_weight(context, graph)
+        if error_gptq <= error_nearest:
+            layer.set_weight(graph, rounded.reshape(weight.shape))
+            if group_scales is not None:  # the groups' scales GPTQ chose
+                layer.weight_value.quant = attrs.evolve(
+                    spec, scale=tuple(group_scales.reshape(-1).tolist())
+                )
+        else:
+            layer.set_weight(graph, nearest.reshape(weight.shape))
         return error_nearest, min(error_gptq, error_nearest)
 
 

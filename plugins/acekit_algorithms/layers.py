@@ -4,6 +4,14 @@ A *layer* is a ``conv1d``/``conv2d``/``conv3d``/``linear`` node whose weight is 
 parameter held by the graph and read by no other node (changing it must not change
 another layer). Algorithms change layers only through their weight and bias tensors,
 so the normal export path writes whatever they decided.
+
+Under quantization-aware training a conv followed by BatchNorm (``qat-bn``) reads the
+*folded* weight ``fold_bn_weight(W, gamma, var)``, which is what is quantized and
+deployed, and ``qat_batch_norm`` adds the folded bias. Such a layer is a layer too: its
+:meth:`Layer.weight` and :meth:`Layer.bias` are the folded (deployed) ones, setting the
+weight sets ``W = W_folded / k`` (``k = gamma / sqrt(var + eps)``), changing the bias
+changes BatchNorm's ``beta`` and scaling output channels scales ``gamma`` and ``beta``,
+so every algorithm works on the deployed function while BatchNorm keeps training.
 """
 
 from __future__ import annotations
@@ -16,23 +24,66 @@ from torch import Tensor, nn
 
 from acekit.ir.graph import Graph, Node, Value
 from acekit.ir.quant import QuantSpec
+from acekit.quant import qmath
 from acekit.quant.context import QuantContext
 from acekit.runtime.codegen import to_module
 from acekit.runtime.fake_quant import fake_quantize
 from acekit.runtime.registry import get_kernel
 from acekit.settings import Settings
+from acekit_algorithms.originals import float_reference, remember
 
 #: Ops whose weight is input 1 (output channels first) and bias input 2.
 LAYER_OPS = frozenset({"conv1d", "conv2d", "conv3d", "linear"})
 
 
 @attrs.frozen(eq=False)
+class FoldedBatchNorm:
+    """The trainable BatchNorm folded into a conv under QAT (a ``qat_batch_norm`` node)."""
+
+    node: Node
+    gamma_ref: str
+    beta_ref: str
+    mean_ref: str
+    var_ref: str
+    conv_bias_ref: str | None
+    eps: float
+
+    def scale(self, graph: Graph) -> Tensor:
+        """``k = gamma / sqrt(var + eps)``, the per-channel factor folded into the weight."""
+        return qmath.bn_scale(graph.tensors[self.gamma_ref], graph.tensors[self.var_ref], self.eps)
+
+    def folded_bias(self, graph: Graph) -> Tensor:
+        """The bias the pair adds in eval mode (``qmath.fold_bn_bias``)."""
+        tensors = graph.tensors
+        conv_bias = None if self.conv_bias_ref is None else tensors[self.conv_bias_ref]
+        return qmath.fold_bn_bias(
+            conv_bias,
+            tensors[self.gamma_ref],
+            tensors[self.beta_ref],
+            tensors[self.mean_ref],
+            tensors[self.var_ref],
+            self.eps,
+        )
+
+
+@attrs.frozen(eq=False)
 class Layer:
-    """One conv or linear node with its parameter refs."""
+    """One conv or linear node with its parameter refs (and its QAT BatchNorm, if any)."""
 
     node: Node
     weight_ref: str
     bias_ref: str | None
+    bn: FoldedBatchNorm | None = None
+
+    @property
+    def output_value(self) -> Value:
+        """What the layer computes: the conv's output, or its QAT BatchNorm's."""
+        return self.node.outputs[0] if self.bn is None else self.bn.node.outputs[0]
+
+    @property
+    def has_bias(self) -> bool:
+        """Whether the layer adds a bias it can change (a QAT BatchNorm's ``beta`` counts)."""
+        return self.bias_ref is not None or self.bn is not None
 
     @property
     def weight_value(self) -> Value:
@@ -58,12 +109,72 @@ class Layer:
         return int(self.node.attrs.get("groups", 1))
 
     def weight(self, graph: Graph) -> Tensor:
-        """The weight tensor held by ``graph``."""
-        return graph.tensors[self.weight_ref]
+        """The weight the layer computes with (folded with its QAT BatchNorm)."""
+        weight = graph.tensors[self.weight_ref]
+        if self.bn is None:
+            return weight
+        return qmath.fold_bn_weight(
+            weight, graph.tensors[self.bn.gamma_ref], graph.tensors[self.bn.var_ref], self.bn.eps
+        )
 
     def bias(self, graph: Graph) -> Tensor | None:
-        """The bias tensor, or ``None`` when the layer has none."""
+        """The bias the layer adds (folded from its QAT BatchNorm), or ``None``."""
+        if self.bn is not None:
+            return self.bn.folded_bias(graph)
         return None if self.bias_ref is None else graph.tensors[self.bias_ref]
+
+    def set_weight(self, graph: Graph, weight: Tensor) -> None:
+        """Make the layer compute with ``weight`` (unfolded into ``W`` under QAT)."""
+        if self.bn is not None:
+            k = self.bn.scale(graph).detach().to(weight)
+            weight = weight / k.reshape(-1, *[1] * (weight.dim() - 1))
+        set_tensor(graph, self.weight_ref, weight)
+
+    def float_weight(self, context: QuantContext, graph: Graph) -> Tensor:
+        """The weight of the float model, before any rounding algorithm changed it."""
+        with float_reference(graph, context):
+            return self.weight(graph).detach()
+
+    def float_bias(self, context: QuantContext, graph: Graph) -> Tensor | None:
+        """The bias of the float model, before bias correction changed it."""
+        with float_reference(graph, context):
+            bias = self.bias(graph)
+        return None if bias is None else bias.detach()
+
+    def remember_weight(self, context: QuantContext, graph: Graph) -> None:
+        """Record the float weight before an algorithm changes it (see ``originals``)."""
+        remember(context, self.weight_ref, graph.tensors[self.weight_ref])
+
+    def add_to_bias(
+        self, graph: Graph, delta: Tensor, context: QuantContext | None = None
+    ) -> Layer:
+        """Add ``delta`` to the bias (``beta`` under QAT; zeros added where it had none).
+
+        With ``context`` the float value is recorded first. Returns the layer, with its
+        new bias ref when one was added.
+        """
+        layer = self if self.bn is not None else ensure_bias(graph, self)
+        ref = layer.bn.beta_ref if layer.bn is not None else layer.bias_ref
+        assert ref is not None
+        current = graph.tensors[ref]
+        if context is not None:
+            remember(context, ref, current)
+        set_tensor(graph, ref, current.detach() + delta.to(current.device))
+        return layer
+
+    def scale_outputs(self, graph: Graph, scale: Tensor) -> None:
+        """Divide output channel ``i`` of the layer by ``scale[i]`` (weight and bias)."""
+        if self.bn is not None:
+            for ref in (self.bn.gamma_ref, self.bn.beta_ref):
+                tensor = graph.tensors[ref]
+                set_tensor(graph, ref, tensor.detach() / scale.to(tensor.device))
+            return
+        weight = graph.tensors[self.weight_ref].detach()
+        shape = [-1, *[1] * (weight.dim() - 1)]
+        set_tensor(graph, self.weight_ref, weight / scale.to(weight.device).reshape(shape))
+        if self.bias_ref is not None:
+            bias = graph.tensors[self.bias_ref].detach()
+            set_tensor(graph, self.bias_ref, bias / scale.to(bias.device))
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         """The layer's op on ``x`` with the given weight and bias."""
@@ -77,12 +188,39 @@ class Layer:
         return output.transpose(0, 1).reshape(output.shape[1], -1).mean(1)
 
 
-def _parameter_ref(value: Value) -> str | None:
+def _parameter_ref(value: Value, *, shared: bool = False) -> str | None:
     producer = value.producer
-    if producer is None or producer.op != "parameter" or len(value.users) != 1:
+    if producer is None or producer.op != "parameter":
+        return None
+    if not shared and len(value.users) != 1:
         return None
     ref = producer.attrs.get("ref")
     return ref if isinstance(ref, str) else None
+
+
+def _folded(node: Node) -> tuple[str, FoldedBatchNorm] | None:
+    """``(W's ref, its BatchNorm)`` of a QAT conv reading ``fold_bn_weight(W, ...)``."""
+    fold = node.inputs[1].producer
+    users = node.outputs[0].users
+    if fold is None or fold.op != "fold_bn_weight" or len(node.inputs[1].users) != 1:
+        return None
+    if len(users) != 1 or users[0].op != "qat_batch_norm" or len(node.inputs) > 2:
+        return None
+    bn = users[0]
+    weight_ref = _parameter_ref(fold.inputs[0])
+    refs = [_parameter_ref(value, shared=True) for value in bn.inputs[1:5]]
+    conv_bias = _parameter_ref(bn.inputs[6], shared=True) if len(bn.inputs) > 6 else None
+    if (
+        weight_ref is None
+        or any(ref is None for ref in refs)
+        or bn.inputs[0] is not node.outputs[0]
+    ):
+        return None
+    if len(bn.inputs) > 6 and conv_bias is None:
+        return None
+    gamma, beta, mean, var = (str(ref) for ref in refs)
+    eps = float(bn.attrs.get("eps") or 1e-5)
+    return weight_ref, FoldedBatchNorm(bn, gamma, beta, mean, var, conv_bias, eps)
 
 
 def layers(graph: Graph) -> list[Layer]:
@@ -93,6 +231,9 @@ def layers(graph: Graph) -> list[Layer]:
             continue
         weight_ref = _parameter_ref(node.inputs[1])
         if weight_ref is None:
+            folded = _folded(node)
+            if folded is not None:
+                found.append(Layer(node, folded[0], None, folded[1]))
             continue
         bias_ref = None
         if len(node.inputs) > 2:
@@ -117,9 +258,14 @@ def spec_tensors(spec: QuantSpec, like: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def broadcast(values: Tensor, spec: QuantSpec, like: Tensor) -> Tensor:
-    """Per-channel ``values`` shaped to broadcast against ``like`` along ``spec.axis``."""
+    """Per-channel ``values`` shaped to broadcast against ``like`` along ``spec.axis``.
+
+    Group-wise values (``spec.block_size``) come back with ``like``'s shape, one per element.
+    """
     if spec.axis is None:
         return values.reshape(())
+    if spec.block_size is not None:
+        return qmath.expand_blocks(values, like.shape, spec.axis, spec.block_size)
     shape = [1] * like.dim()
     shape[spec.axis % like.dim()] = -1
     return values.reshape(shape)
@@ -128,7 +274,15 @@ def broadcast(values: Tensor, spec: QuantSpec, like: Tensor) -> Tensor:
 def fake_quantized(tensor: Tensor, spec: QuantSpec) -> Tensor:
     """``tensor`` rounded to ``spec``'s grid and back, as the generated module does."""
     scale, zero = spec_tensors(spec, tensor)
-    return fake_quantize(tensor, scale, zero, qmin=spec.qmin, qmax=spec.qmax, axis=spec.axis)
+    return fake_quantize(
+        tensor,
+        scale,
+        zero,
+        qmin=spec.qmin,
+        qmax=spec.qmax,
+        axis=spec.axis,
+        block_size=spec.block_size,
+    )
 
 
 def set_tensor(graph: Graph, ref: str, new: Tensor) -> None:

@@ -26,7 +26,9 @@ class OrtRunner:
         *,
         threads: int = 2,
         optimized_path: str | os.PathLike[str] | None = None,
+        session_config: dict[str, str] | None = None,
     ) -> None:
+        """A session on ``path``; ``session_config`` entries go to ORT's session options."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -36,6 +38,8 @@ class OrtRunner:
         options.log_severity_level = 3
         if optimized_path is not None:
             options.optimized_model_filepath = os.fspath(optimized_path)
+        for key, value in (session_config or {}).items():
+            options.add_session_config_entry(key, value)
         self.session = ort.InferenceSession(
             os.fspath(path), options, providers=["CPUExecutionProvider"]
         )

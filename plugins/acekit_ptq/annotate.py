@@ -9,6 +9,7 @@ measures them.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import attrs
@@ -97,7 +98,12 @@ def _annotate(
     if rule.weight is not None and rule.weight < len(inputs):
         weight = inputs[rule.weight]
         if is_weight(weight):
-            _mark(weight, rules.weight_spec(rule.weight_axis, weight_bits))
+            dims = [d for d in weight.type.shape or () if isinstance(d, int)]
+            per_channel = None
+            if dims and len(dims) == len(weight.type.shape or ()):
+                per_channel = math.prod(dims) // max(dims[rule.weight_axis], 1)
+            spec = rules.weight_spec(rule.weight_axis, weight_bits, per_channel=per_channel)
+            _mark(weight, spec)
         elif not _is_constant(weight):
             _mark(weight, activation)
     if rule.output and node.outputs:

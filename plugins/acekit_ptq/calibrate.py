@@ -18,6 +18,7 @@ from acekit.ir.graph import Graph, Value
 from acekit.ir.quant import QuantSpec
 from acekit.logging import get_logger, progress
 from acekit.passes import Pass, PassResult
+from acekit.quant import qmath
 from acekit.quant.context import current_context
 from acekit.runtime.codegen import to_module
 from acekit.settings import Settings
@@ -95,7 +96,11 @@ class Calibrate(Pass):
             log.info(f"Processing Quantization statistics {i}/{len(by_name)}: '{value.name}'")
             value.quant = _calibrated(value, observers[value.name])
         for value in weights:
-            value.quant = _calibrated(value, _weight_observer(graph, value))
+            spec = value.quant
+            if spec is not None and spec.block_size is not None:
+                value.quant = _calibrated_blocks(graph, value)
+            else:
+                value.quant = _calibrated(value, _weight_observer(graph, value))
         widened = widen_weight_scales_for_bias(graph, context.rules)
         if widened:
             log.info(
@@ -128,6 +133,23 @@ def _weight_observer(graph: Graph, value: Value) -> Observer:
     observer = make_observer("minmax", name=value.name, axis=value.quant.axis)
     observer.update(tensor.detach())
     return observer
+
+
+def _calibrated_blocks(graph: Graph, value: Value) -> QuantSpec:
+    """A group-wise weight's spec: one scale per block from the block's min and max."""
+    spec = value.quant
+    assert value.producer is not None and spec is not None and spec.axis is not None
+    assert spec.block_size is not None
+    tensor = graph.tensors[str(value.producer.attrs["ref"])]
+    low, high = qmath.block_range(tensor, spec.axis, spec.block_size)
+    scale, zero_point = qmath.qparams_from_range(
+        low, high, bits=spec.bits, signed=spec.signed, symmetric=spec.symmetric
+    )
+    return attrs.evolve(
+        spec,
+        scale=tuple(scale.tolist()),
+        zero_point=tuple(int(z) for z in zero_point.tolist()),
+    )
 
 
 def _calibrated(value: Value, observer: Observer) -> QuantSpec:

@@ -5,7 +5,7 @@ int8 weight initializers read by ``DequantizeLinear``, float biases since the ru
 no ``bias_bits``, ``onnx.checker``, atomic write), then put in TensorRT's form
 (:mod:`acekit_tensorrt.qdq`): scales as initializers, no clamps before activation
 quantizers, 2-D weights stored pre-transposed; FP8 E4M3 types in ``fp8`` mode, int4
-blocks in ``int4_weight_only`` mode.
+blocks (group-wise scales along K) in ``int4_weight_only`` mode.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import onnx
 
 from acekit.target import OPSETS, Graph, export_qdq_onnx, get_logger
-from acekit_tensorrt.int4 import to_int4
+from acekit_tensorrt.int4 import collapse_blocks, to_int4
 from acekit_tensorrt.qdq import (
     drop_activation_clamps,
     fold_weight_transposes,
@@ -39,10 +39,15 @@ def export_onnx(graph: Graph, path: str | os.PathLike[str], options: Mapping[str
     def postprocess(model: onnx.ModelProto) -> None:
         inline_identities(model)
         clamps = drop_activation_clamps(model)
-        transposes = fold_weight_transposes(model)
-        log.debug(f"TensorRT export: removed {clamps} activation clamps, {transposes} transposes")
         if opset > lowering:
             model.CopyFrom(onnx.version_converter.convert_version(model, opset))
+        # Blocked DequantizeLinear exists from opset 21 (int4 mode): after the conversion.
+        blocks = collapse_blocks(model) if mode == "int4_weight_only" else 0
+        transposes = fold_weight_transposes(model)
+        log.debug(
+            f"TensorRT export: removed {clamps} activation clamps, {transposes} transposes; "
+            f"{blocks} group-wise weights"
+        )
         if mode == "fp8":
             to_fp8(model)
         elif mode == "int4_weight_only":

@@ -179,6 +179,12 @@ def fold_weight_transposes(model: onnx.ModelProto) -> int:
         if array.ndim != 2:
             continue
         weight.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array.T), weight.name))
+        if any(a.name == "block_size" for a in dq.attribute):
+            # A blocked DQ's scale and zero point have the weight's layout: transpose them.
+            for name in dq.input[1:3]:
+                grid = initializers[name]
+                flipped = np.ascontiguousarray(numpy_helper.to_array(grid).T)
+                grid.CopyFrom(numpy_helper.from_array(flipped, grid.name))
         _flip_axis(dq)
         _rename_uses(model, node.output[0], dq.output[0])
         dead.append(node)
@@ -196,7 +202,10 @@ def _perm(node: onnx.NodeProto) -> list[int] | None:
 
 
 def _flip_axis(node: onnx.NodeProto) -> None:
-    """Set a 2-D quantizer's ``axis`` to the other dimension (it defaults to 1)."""
+    """Set a 2-D quantizer's ``axis`` to the other dimension (it defaults to 1).
+
+    A blocked quantizer's ``axis`` is the blocked dimension, which flips the same way.
+    """
     axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
     kept = [a for a in node.attribute if a.name != "axis"]
     del node.attribute[:]

@@ -12,6 +12,9 @@ from typing import Any
 
 import torch
 
+#: ORT's session option for the compute type of its 4-bit MatMulNBits kernels.
+_ACCURACY_LEVEL = "session.qdq_matmulnbits_accuracy_level"
+
 
 class TensorRTNotInstalledError(ImportError):
     """TensorRT is requested but the package or a GPU is missing."""
@@ -38,7 +41,13 @@ def load(path: str | os.PathLike[str], *, engine: str = "auto", threads: int = 2
     from acekit.plugin import get_registry
 
     # The ONNX Runtime target runs QDQ ONNX on the CPU; found like any plugin's target.
-    return get_registry().targets["onnxruntime"].load(path, threads=threads)
+    # ORT fuses int4 DQ -> MatMul into MatMulNBits, which by default rounds activations
+    # to int8; TensorRT's W4A16 keeps them float, and so does accuracy level 1 (fp32).
+    return (
+        get_registry()
+        .targets["onnxruntime"]
+        .load(path, threads=threads, session_config={_ACCURACY_LEVEL: "1"})
+    )
 
 
 def tensorrt_available() -> bool:

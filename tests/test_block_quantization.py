@@ -1,0 +1,219 @@
+"""Group-wise (block) weight scales: the math, GPTQ with groups, TensorRT's W4A16 blocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import onnx
+import pytest
+import torch
+from onnx import TensorProto
+from torch import nn
+
+import acekit
+from acekit.ir.serialize import graph_from_dict, graph_to_dict
+from acekit.quant import qmath
+from acekit.settings import DeploymentSettings, Settings, SettingsError, TrainingSettings
+from acekit_tensorrt import TensorRTTarget
+
+BLOCK = 128
+
+
+def test_block_quantization_is_per_channel_quantization_of_each_block() -> None:
+    weight = torch.randn(6, 3 * BLOCK)
+    low, high = qmath.block_range(weight, 0, BLOCK)
+    scale, zero = qmath.qparams_from_range(low, high, bits=4, signed=True, symmetric=True)
+    assert scale.shape == (6 * 3,)
+    blocked = qmath.fake_quantize_exact(weight, scale, zero, -7, 7, axis=0, block_size=BLOCK)
+    # The same as quantizing every [1, BLOCK] slice with its own per-channel scale.
+    rows = weight.reshape(-1, BLOCK)
+    low_r, high_r = rows.amin(1), rows.amax(1)
+    scale_r, zero_r = qmath.qparams_from_range(low_r, high_r, bits=4, signed=True, symmetric=True)
+    expected = qmath.fake_quantize_exact(rows, scale_r, zero_r, -7, 7, axis=0).reshape(6, -1)
+    torch.testing.assert_close(blocked, expected, rtol=0, atol=0)
+    # A short last block: ONNX's blocked DequantizeLinear semantics (element i, block i // B).
+    short = qmath.expand_blocks(torch.arange(4.0), (2, 5), 0, 3)
+    assert short.tolist() == [[0, 0, 0, 1, 1], [2, 2, 2, 3, 3]]
+
+
+class Mlp(nn.Module):
+    """Two linear layers with inputs wide enough for 128-blocks (K = 256 and 384)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(256, 384)
+        self.fc2 = nn.Linear(384, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def _settings(steps: int = 4, **options: Any) -> Settings:
+    return Settings(
+        training=TrainingSettings(stats_steps=steps),
+        deployment=DeploymentSettings(
+            target_framework="tensorrt", target_options={"mode": "int4_weight_only", **options}
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def mlp() -> nn.Module:
+    torch.manual_seed(3)
+    return Mlp().eval()
+
+
+@pytest.fixture(scope="module")
+def data() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(5)
+    # Correlated inputs (a shared low-rank part): GPTQ's Hessian has structure to use.
+    mix = torch.randn(16, 256, generator=generator)
+    return [
+        torch.randn(128, 16, generator=generator) @ mix
+        + 0.1 * torch.randn(128, 256, generator=generator)
+        for _ in range(4)
+    ]
+
+
+def _compile(model: nn.Module, data: list[torch.Tensor], logs: Path, **kwargs: Any) -> Any:
+    return acekit.compile(
+        model,
+        settings=_settings(),
+        example_inputs=(data[0],),
+        calibration_inputs=data,
+        logs_dir=str(logs),
+        **kwargs,
+    )
+
+
+def _weights(qm: Any) -> dict[str, tuple[Any, torch.Tensor]]:
+    found = {}
+    for node in qm.graph.nodes:
+        if node.op == "linear":
+            value = node.inputs[1]
+            found[node.name] = (value.quant, qm.graph.tensors[str(value.producer.attrs["ref"])])
+    return found
+
+
+@pytest.mark.parametrize("shape", [(8, 256), (2, 5, 256)], ids=["gemm", "matmul"])
+def test_tensorrt_w4a16_writes_128_blocks_along_k_that_onnxruntime_runs_like_qm(
+    mlp: nn.Module, data: list[torch.Tensor], tmp_path: Path, shape: tuple[int, ...]
+) -> None:
+    inputs = [d[: shape[0] * (shape[1] if len(shape) == 3 else 1)].reshape(shape) for d in data]
+    qm = _compile(mlp, inputs, tmp_path)
+    for spec, weight in _weights(qm).values():
+        assert spec.block_size == BLOCK and spec.bits == 4
+        assert len(spec.scale) == weight.shape[0] * weight.shape[1] // BLOCK
+    path = qm.export(tmp_path / "w4a16.onnx")
+    model = onnx.load(str(path))
+    assert model.opset_import[0].version >= 21
+    initializers = {i.name: i for i in model.graph.initializer}
+    dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert len(dqs) == 2 and not [n for n in model.graph.node if n.op_type == "Reshape"]
+    for dq in dqs:
+        attributes = {a.name: a.i for a in dq.attribute}
+        assert attributes["block_size"] == BLOCK
+        weight, scale, zero = (initializers[name] for name in dq.input)
+        assert weight.data_type == TensorProto.INT4 and zero.data_type == TensorProto.INT4
+        # The scale has the weight's layout with K cut into blocks along the block axis.
+        k_axis = attributes["axis"]
+        expected = list(weight.dims)
+        expected[k_axis] //= BLOCK
+        assert list(scale.dims) == expected
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        expected_out = qm(x)
+    actual = TensorRTTarget().load(path, engine="onnxruntime")(x)[0]
+    torch.testing.assert_close(actual, expected_out, rtol=1e-5, atol=1e-5)
+
+
+def test_block_specs_survive_saving_the_graph(
+    mlp: nn.Module, data: list[torch.Tensor], tmp_path: Path
+) -> None:
+    qm = _compile(mlp, data, tmp_path)
+    copy = graph_from_dict(graph_to_dict(qm.graph))
+    specs = {n.name: n.inputs[1].quant for n in copy.nodes if n.op == "linear"}
+    assert specs == {name: spec for name, (spec, _) in _weights(qm).items()}
+
+
+def test_gptq_with_groups_beats_nearest_on_the_group_grid(
+    mlp: nn.Module, data: list[torch.Tensor], tmp_path: Path
+) -> None:
+    nearest = _compile(mlp, data, tmp_path / "n", pipeline="cleanup,ptq")
+    rounded = _compile(mlp, data, tmp_path / "g", pipeline="cleanup,ptq,gptq")
+    x = torch.cat(data)
+    inputs = {"fc1": x, "fc2": torch.relu(mlp.fc1(x)).detach()}
+    for name, (spec, weight) in _weights(rounded).items():
+        assert spec.block_size == BLOCK
+        scale = qmath.expand_blocks(torch.tensor(spec.scale), weight.shape, 0, BLOCK)
+        grid = weight.detach() / scale
+        torch.testing.assert_close(grid, grid.round(), rtol=0, atol=1e-3)
+        assert grid.round().abs().max() <= 7
+        original = getattr(mlp, name).weight.detach()
+        near_spec, near_weight = _weights(nearest)[name]
+        near_q = qmath.fake_quantize_exact(
+            near_weight.detach(),
+            torch.tensor(near_spec.scale),
+            torch.tensor(near_spec.zero_point),
+            -7,
+            7,
+            0,
+            BLOCK,
+        )
+        error_gptq = float((inputs[name] @ (weight.detach() - original).T).pow(2).mean())
+        error_nearest = float((inputs[name] @ (near_q - original).T).pow(2).mean())
+        assert error_gptq < error_nearest, (name, error_gptq, error_nearest)
+    path = rounded.export(tmp_path / "gptq.onnx")
+    probe = torch.randn(4, 256)
+    with torch.no_grad():
+        expected = rounded(probe)
+    actual = TensorRTTarget().load(path, engine="onnxruntime")(probe)[0]
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("target", "options", "message"),
+    [
+        ("tensorrt", {"block_size": 128}, "mode 'int8' has per-channel weight scales only"),
+        ("tensorrt", {"mode": "int4_weight_only", "block_size": 100}, "must be one of 32"),
+        ("onnxruntime", {"block_size": 128}, "unknown option"),
+    ],
+)
+def test_block_size_on_a_target_or_mode_without_blocks_fails_at_settings_time(
+    target: str, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SettingsError, match="block_size") as error:
+        DeploymentSettings(target_framework=target, target_options=options)
+    assert message in str(error.value)
+
+
+def test_block_size_option_reaches_the_rules() -> None:
+    from acekit_tensorrt.rules import quantization_rules
+
+    assert quantization_rules({"mode": "int4_weight_only"}).weight_block_size == BLOCK
+    small = quantization_rules({"mode": "int4_weight_only", "block_size": 32})
+    assert small.weight_block_size == 32
+    assert quantization_rules({}).weight_block_size is None
+    # A weight whose K is not a multiple of the block keeps per-channel scales.
+    rules = quantization_rules({"mode": "int4_weight_only"})
+    assert rules.weight_spec(0, 4, per_channel=200).block_size is None
+    assert rules.weight_spec(0, 4, per_channel=256).block_size == BLOCK
+
+
+def test_adaround_and_bias_correction_keep_the_block_grid(
+    mlp: nn.Module, data: list[torch.Tensor], tmp_path: Path
+) -> None:
+    qm = _compile(
+        mlp, data, tmp_path, pipeline="cleanup,ptq,adaround{iterations=20},bias-correction"
+    )
+    for spec, weight in _weights(qm).values():
+        scale = qmath.expand_blocks(torch.tensor(spec.scale), weight.shape, 0, BLOCK)
+        grid = weight.detach() / scale
+        torch.testing.assert_close(grid, grid.round(), rtol=0, atol=1e-3)
+    path = qm.export(tmp_path / "adaround.onnx")
+    probe = torch.randn(4, 256)
+    with torch.no_grad():
+        expected = qm(probe)
+    actual = TensorRTTarget().load(path, engine="onnxruntime")(probe)[0]
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
