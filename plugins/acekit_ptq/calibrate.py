@@ -22,6 +22,7 @@ from acekit.quant.context import current_context
 from acekit.runtime.codegen import to_module
 from acekit.settings import Settings
 from acekit_ptq.observers import OBSERVER_KINDS, Observer, all_reduce_observer, make_observer
+from acekit_ptq.weight_clipping import clipped_qparams
 
 log = get_logger(__name__)
 
@@ -53,6 +54,12 @@ class Calibrate(Pass):
     summary: ClassVar[str] = "measure activations on calibration data and set the scales"
 
     observer: str = attrs.field(default="mse", validator=_check_kind)
+    #: Weight ranges: ``minmax``, ``mse`` (per-channel clipping search, see
+    #: :mod:`acekit_ptq.weight_clipping`) or ``auto`` (``mse`` below 8 bits, where
+    #: min/max wastes most levels on a channel's largest weights; ``minmax`` at 8).
+    weights: str = attrs.field(
+        default="auto", validator=attrs.validators.in_(("auto", "minmax", "mse"))
+    )
 
     def calibration_batches(self, settings: Settings) -> int:
         """How many calibration batches the pass reads: ``stats_steps``."""
@@ -94,12 +101,26 @@ class Calibrate(Pass):
             log.info(f"Processing Quantization statistics {i}/{len(by_name)}: '{value.name}'")
             value.quant = _calibrated(value, observers[value.name])
         for value in weights:
-            value.quant = _calibrated(value, _weight_observer(graph, value))
+            value.quant = self._weight_spec(graph, value)
         context.notes["calibration_batches"] = data.seen
         return PassResult(
             graph,
             bool(specs),
             {"activations": len(activations), "weights": len(weights), "batches": data.seen},
+        )
+
+    def _weight_spec(self, graph: Graph, value: Value) -> QuantSpec:
+        spec = value.quant
+        assert spec is not None and value.producer is not None
+        clip = self.weights == "mse" or (self.weights == "auto" and spec.bits < 8)
+        if not clip:
+            return _calibrated(value, _weight_observer(graph, value))
+        tensor = graph.tensors[str(value.producer.attrs["ref"])]
+        scale, zero_point = clipped_qparams(tensor, spec)
+        return attrs.evolve(
+            spec,
+            scale=tuple(scale.reshape(-1).tolist()),
+            zero_point=tuple(int(z) for z in zero_point.reshape(-1).tolist()),
         )
 
     def _observer(self, value: Value) -> Observer:
