@@ -12,7 +12,7 @@ from tests.algorithm_support import Keep, assert_deploys_like_simulation, compil
 from tests.quant_support import trained_like
 
 SHAPE = (4, 6, 32)
-#: Post-norm blocks need more calibration rows for stable ranges (held-out error).
+#: Enough calibration rows for ranges that hold on held-out data (the error comparisons).
 POST_SHAPE = (16, 6, 32)
 
 
@@ -46,13 +46,15 @@ def _norm_output_max(graph: Graph, data: list[torch.Tensor]) -> torch.Tensor:
 
 
 def test_smoothquant_keeps_fp32_and_flattens_channel_maxima(tmp_path: Path) -> None:
-    model = trained_like(PreNormMlp(), SHAPE)
+    torch.manual_seed(0)
+    model = trained_like(PreNormMlp(), POST_SHAPE)
     generator = torch.Generator().manual_seed(2)
-    data = [torch.randn(*SHAPE, generator=generator) for _ in range(3)]
+    data = [torch.randn(*POST_SHAPE, generator=generator) for _ in range(4)]
     plain = compile_with(model, data, "cleanup", tmp_path / "a")
-    smoothed = compile_with(model, data, "cleanup,smoothquant", tmp_path / "b")
+    # Only the fold into the LayerNorm (the inserted multiplies have their own test).
+    smoothed = compile_with(model, data, "cleanup,smoothquant{insert=false}", tmp_path / "b")
     # Held-out inputs from their own generator: compile leaves the global one untouched.
-    x = torch.randn(*SHAPE, generator=torch.Generator().manual_seed(5))
+    x = torch.randn(*POST_SHAPE, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         torch.testing.assert_close(smoothed(x), model(x), rtol=1e-4, atol=1e-5)
     before, after = _norm_output_max(plain.graph, data), _norm_output_max(smoothed.graph, data)
@@ -63,7 +65,7 @@ def test_smoothquant_keeps_fp32_and_flattens_channel_maxima(tmp_path: Path) -> N
         in next((tmp_path / "b").rglob("*.log")).read_text()
     )
     nearest = compile_with(model, data, "cleanup,ptq", tmp_path / "c")
-    quantized = compile_with(model, data, "cleanup,smoothquant,ptq", tmp_path / "d")
+    quantized = compile_with(model, data, "cleanup,smoothquant{insert=false},ptq", tmp_path / "d")
     with torch.no_grad():
         assert (quantized(x) - model(x)).norm() < (nearest(x) - model(x)).norm()
     assert_deploys_like_simulation(quantized, x, tmp_path)
