@@ -136,10 +136,10 @@ def _channel_max(x: Tensor) -> Tensor:
 
 @attrs.frozen
 class SmoothQuant(CalibrationReader, Pass):
-    """Scale LayerNorm outputs down and the linear weights reading them up."""
+    """Scale outlier channels of linear inputs down and the weights reading them up."""
 
     name: ClassVar[str] = "smoothquant"
-    summary: ClassVar[str] = "migrate activation outliers of LayerNorm outputs into weights"
+    summary: ClassVar[str] = "migrate activation outliers of linear inputs into the weights"
     stage: ClassVar[str] = "before-calibration"
 
     #: A fixed migration strength in [0, 1]; ``none`` chooses one per LayerNorm.
