@@ -12,6 +12,8 @@ from tests.algorithm_support import Keep, assert_deploys_like_simulation, compil
 from tests.quant_support import trained_like
 
 SHAPE = (4, 6, 32)
+#: Enough calibration rows for ranges that hold on held-out data (the error comparisons).
+POST_SHAPE = (16, 6, 32)
 
 
 class PreNormMlp(nn.Module):
@@ -44,13 +46,15 @@ def _norm_output_max(graph: Graph, data: list[torch.Tensor]) -> torch.Tensor:
 
 
 def test_smoothquant_keeps_fp32_and_flattens_channel_maxima(tmp_path: Path) -> None:
-    model = trained_like(PreNormMlp(), SHAPE)
+    torch.manual_seed(0)
+    model = trained_like(PreNormMlp(), POST_SHAPE)
     generator = torch.Generator().manual_seed(2)
-    data = [torch.randn(*SHAPE, generator=generator) for _ in range(3)]
+    data = [torch.randn(*POST_SHAPE, generator=generator) for _ in range(4)]
     plain = compile_with(model, data, "cleanup", tmp_path / "a")
-    smoothed = compile_with(model, data, "cleanup,smoothquant", tmp_path / "b")
+    # Only the fold into the LayerNorm (the inserted multiplies have their own test).
+    smoothed = compile_with(model, data, "cleanup,smoothquant{insert=false}", tmp_path / "b")
     # Held-out inputs from their own generator: compile leaves the global one untouched.
-    x = torch.randn(*SHAPE, generator=torch.Generator().manual_seed(5))
+    x = torch.randn(*POST_SHAPE, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         torch.testing.assert_close(smoothed(x), model(x), rtol=1e-4, atol=1e-5)
     before, after = _norm_output_max(plain.graph, data), _norm_output_max(smoothed.graph, data)
@@ -61,7 +65,7 @@ def test_smoothquant_keeps_fp32_and_flattens_channel_maxima(tmp_path: Path) -> N
         in next((tmp_path / "b").rglob("*.log")).read_text()
     )
     nearest = compile_with(model, data, "cleanup,ptq", tmp_path / "c")
-    quantized = compile_with(model, data, "cleanup,smoothquant,ptq", tmp_path / "d")
+    quantized = compile_with(model, data, "cleanup,smoothquant{insert=false},ptq", tmp_path / "d")
     with torch.no_grad():
         assert (quantized(x) - model(x)).norm() < (nearest(x) - model(x)).norm()
     assert_deploys_like_simulation(quantized, x, tmp_path)
@@ -77,3 +81,53 @@ def test_smoothquant_without_outliers_leaves_the_norm(tmp_path: Path) -> None:
     log = next(tmp_path.rglob("*.log")).read_text()
     assert "left as is: channel max spread" in log
     assert "SmoothQuant: 0 of 1 LayerNorms smoothed" in log
+
+
+class PostNormMlp(nn.Module):
+    """A post-norm (BERT-style) block: the LayerNorm output feeds the MLP and the residual."""
+
+    def __init__(self, dim: int = 32) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.up = nn.Linear(dim, 4 * dim)
+        self.down = nn.Linear(4 * dim, dim)
+        with torch.no_grad():
+            self.norm.weight[:3] *= 40.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        return h + self.down(torch.nn.functional.gelu(self.up(h)))
+
+
+def test_smoothquant_inserts_a_multiply_where_the_norm_cannot_take_it(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = trained_like(PostNormMlp(), POST_SHAPE)
+    generator = torch.Generator().manual_seed(2)
+    data = [torch.randn(*POST_SHAPE, generator=generator) for _ in range(4)]
+    smoothed = compile_with(model, data, "cleanup,smoothquant{alpha=0.5}", tmp_path / "a")
+    (norm,) = [n for n in smoothed.graph.nodes if n.op == "layer_norm"]
+    (up,) = [n for n in smoothed.graph.nodes if n.name == "up"]
+    multiply = up.inputs[0].producer
+    assert multiply is not None and multiply.op == "mul"
+    assert multiply.inputs[0] is norm.outputs[0]
+    # The residual add still reads the LayerNorm output itself.
+    assert {u.op for u in norm.outputs[0].users} == {"mul", "add"}
+    x = torch.randn(*POST_SHAPE, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(smoothed(x), model(x), rtol=1e-4, atol=1e-5)
+    log = next((tmp_path / "a").rglob("*.log")).read_text()
+    assert "SmoothQuant: 0 of 0 LayerNorms smoothed" in log
+    assert "a multiply inserted" in log
+    nearest = compile_with(model, data, "cleanup,ptq", tmp_path / "b")
+    quantized = compile_with(model, data, "cleanup,smoothquant,ptq", tmp_path / "c")
+    with torch.no_grad():
+        assert (quantized(x) - model(x)).norm() < (nearest(x) - model(x)).norm()
+    assert_deploys_like_simulation(quantized, x, tmp_path)
+
+
+def test_smoothquant_without_insert_leaves_a_post_norm_block(tmp_path: Path) -> None:
+    model = trained_like(PostNormMlp(), POST_SHAPE)
+    data = [torch.randn(*POST_SHAPE, generator=torch.Generator().manual_seed(3))]
+    compile_with(model, data, "cleanup,smoothquant{insert=false}", tmp_path)
+    log = next(tmp_path.rglob("*.log")).read_text()
+    assert "no LayerNorm with its own weight and bias feeds only linear layers" in log

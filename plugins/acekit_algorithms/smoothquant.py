@@ -3,17 +3,21 @@
 A few channels of a LayerNorm's output are often 10-100x larger than the rest, so one
 per-tensor activation scale wastes most of its grid on them. Dividing channel ``j`` of
 the activation by ``s_j`` and multiplying input column ``j`` of every linear layer that
-reads it by ``s_j`` leaves the function unchanged; the division is folded into the
-LayerNorm's affine weight and bias, so nothing is added to the graph. With
+reads it by ``s_j`` leaves the function unchanged. With
 ``s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)`` the migration strength ``alpha`` moves
-difficulty from activations to weights; it is chosen per LayerNorm from a grid by the
+difficulty from activations to weights; it is chosen per site from a grid by the
 quantized output error of its readers on calibration data (activations per tensor and
 weights per channel, at the settings' bit widths and the target's symmetry, with
-min/max ranges), and a LayerNorm keeps its scales where no ``alpha`` beats leaving it.
+min/max ranges), and a site keeps its scales where no ``alpha`` beats leaving it.
 
-Applies where a ``layer_norm`` with its own weight and bias feeds only linear layers
-(the pre-norm MLP and projection inputs of transformers) and its output has outlier
-channels. Runs before ``quantize``/``calibrate``.
+Where the division can be folded, nothing is added to the graph: a ``layer_norm`` with
+its own weight and bias whose readers are all linear layers (pre-norm blocks) takes it
+in its affine weight and bias. Elsewhere (``insert=true``, the default) the division is
+a per-channel ``mul`` placed on the branch to the linear readers, as NNCF does: the
+LayerNorm of a post-norm block (BERT, MiniLM), whose output also feeds the residual
+add, and a GELU output feeding the second MLP layer, which no linear op before it can
+absorb. The other readers keep the unscaled tensor. The multiply is one elementwise op
+per site at run time. Runs before ``quantize``/``calibrate``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from acekit.ir.graph import Graph, Node
+from acekit.ir.graph import Graph, Node, Value
 from acekit.ir.quant import QuantSpec
 from acekit.logging import get_logger
 from acekit.passes import Pass, PassResult
@@ -46,12 +50,21 @@ ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 @attrs.frozen(eq=False)
 class Site:
-    """A LayerNorm and the linear layers reading its output."""
+    """An activation and the linear layers reading it (as their input).
 
-    norm: Node
-    weight_ref: str
-    bias_ref: str
+    ``norm_refs`` are the affine weight and bias of the LayerNorm that produces it when
+    the division folds into them; ``None`` means a ``mul`` must be inserted.
+    """
+
+    value: Value
     readers: tuple[Layer, ...]
+    norm_refs: tuple[str, str] | None
+
+    @property
+    def name(self) -> str:
+        """The producer's node name, for the log."""
+        assert self.value.producer is not None
+        return self.value.producer.name
 
 
 def _own_ref(graph: Graph, node: Node, index: int) -> str | None:
@@ -64,21 +77,36 @@ def _own_ref(graph: Graph, node: Node, index: int) -> str | None:
     return ref if isinstance(ref, str) and ref in graph.tensors else None
 
 
-def sites(graph: Graph) -> list[Site]:
-    """LayerNorms (with their own affine parameters) whose readers are all linear."""
+def sites(graph: Graph, *, insert: bool = True) -> list[Site]:
+    """The activations linear layers read: foldable LayerNorm outputs, and (``insert``)
+    every other one, smoothed by an inserted ``mul``."""
     linear = {layer.node.name: layer for layer in layers(graph) if layer.node.op == "linear"}
     found = []
     for node in graph.nodes:
-        if node.op != "layer_norm" or not node.outputs[0].users:
+        if node.op in ("parameter", "constant"):
             continue
-        weight_ref, bias_ref = _own_ref(graph, node, 1), _own_ref(graph, node, 2)
-        readers = [linear.get(user.name) for user in node.outputs[0].users]
-        if weight_ref is None or bias_ref is None or any(r is None for r in readers):
-            continue
-        if any(r.node.inputs[0] is not node.outputs[0] for r in readers if r is not None):
-            continue
-        found.append(Site(node, weight_ref, bias_ref, tuple(r for r in readers if r is not None)))
+        for value in node.outputs:
+            readers = tuple(
+                linear[u.node.name]
+                for u in value.uses
+                if u.index == 0 and u.node.name in linear and linear[u.node.name].node is u.node
+            )
+            if not readers:
+                continue
+            refs = _norm_refs(graph, node) if len(readers) == len(value.uses) else None
+            if refs is not None or insert:
+                found.append(Site(value, readers, refs))
     return found
+
+
+def _norm_refs(graph: Graph, node: Node) -> tuple[str, str] | None:
+    """A LayerNorm's own affine weight and bias refs, when it has them."""
+    if node.op != "layer_norm":
+        return None
+    weight_ref, bias_ref = _own_ref(graph, node, 1), _own_ref(graph, node, 2)
+    if weight_ref is None or bias_ref is None:
+        return None
+    return weight_ref, bias_ref
 
 
 def _minmax_fake_quant(x: Tensor, spec: QuantSpec, dims: tuple[int, ...] | None) -> Tensor:
@@ -108,10 +136,10 @@ def _channel_max(x: Tensor) -> Tensor:
 
 @attrs.frozen
 class SmoothQuant(CalibrationReader, Pass):
-    """Scale LayerNorm outputs down and the linear weights reading them up."""
+    """Scale outlier channels of linear inputs down and the weights reading them up."""
 
     name: ClassVar[str] = "smoothquant"
-    summary: ClassVar[str] = "migrate activation outliers of LayerNorm outputs into weights"
+    summary: ClassVar[str] = "migrate activation outliers of linear inputs into the weights"
     stage: ClassVar[str] = "before-calibration"
 
     #: A fixed migration strength in [0, 1]; ``none`` chooses one per LayerNorm.
@@ -123,50 +151,67 @@ class SmoothQuant(CalibrationReader, Pass):
     outlier_ratio: float = attrs.field(default=4.0, validator=attrs.validators.ge(1))
     #: Calibration batches measured (the first two also rank the ``alpha`` values).
     batches: int = attrs.field(default=8, validator=attrs.validators.ge(1))
+    #: Where the division cannot be folded into a LayerNorm, insert a ``mul`` for it.
+    insert: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
     def run(self, graph: Graph) -> PassResult:
-        """Smooth every eligible LayerNorm; stats: ``smoothed`` and the channel spreads."""
+        """Smooth every eligible site; stats: ``smoothed``, ``inserted`` and the spreads."""
         context = current_context(self.name)
-        found = sites(graph)
+        found = sites(graph, insert=self.insert)
         reason = no_data_reason(context)
         if reason is None and not found:
-            reason = "no LayerNorm with its own weight and bias feeds only linear layers"
+            reason = (
+                "no linear layer reads an activation"
+                if self.insert
+                else "no LayerNorm with its own weight and bias feeds only linear layers"
+            )
         if reason is not None:
             log.info(f"SmoothQuant: did nothing: {reason}")
-            return PassResult(graph, False, {"smoothed": 0})
+            return PassResult(graph, False, {"smoothed": 0, "inserted": 0})
         maxima, samples = self._measure(graph, context, found)
-        smoothed, spread_before, spread_after = 0, [], []
+        smoothed, inserted, spread_before, spread_after = 0, 0, [], []
         for site in found:
-            amax = maxima[site.norm.name]
+            amax = maxima[site.value.name]
             spread = float(amax.max() / amax.median().clamp_min(1e-12))
             if spread < self.outlier_ratio:
                 log.info(
-                    f"SmoothQuant: '{site.norm.name}' left as is: channel max spread "
+                    f"SmoothQuant: '{site.name}' left as is: channel max spread "
                     f"{spread:.3g} < outlier_ratio {self.outlier_ratio}"
                 )
                 continue
-            alpha, scales = self._choose(graph, context, site, amax, samples[site.norm.name])
+            alpha, scales = self._choose(graph, context, site, amax, samples[site.value.name])
             if scales is None:
-                log.info(f"SmoothQuant: '{site.norm.name}' left as is: no alpha lowers the error")
+                log.info(f"SmoothQuant: '{site.name}' left as is: no alpha lowers the error")
                 continue
             _apply(graph, site, scales)
             after = amax / scales
             spread_before.append(spread)
             spread_after.append(float(after.max() / after.median().clamp_min(1e-12)))
+            how = "folded into the LayerNorm" if site.norm_refs else "a multiply inserted"
             log.info(
-                f"SmoothQuant: '{site.norm.name}' alpha={alpha}: channel max spread "
-                f"{spread:.3g} -> {spread_after[-1]:.3g} ({len(site.readers)} linear readers)"
+                f"SmoothQuant: '{site.name}' alpha={alpha}: channel max spread "
+                f"{spread:.3g} -> {spread_after[-1]:.3g} ({len(site.readers)} linear readers, "
+                f"{how})"
             )
             smoothed += 1
+            inserted += site.norm_refs is None
+        norms = sum(site.norm_refs is not None for site in found)
         log.info(
-            f"SmoothQuant: {smoothed} of {len(found)} LayerNorms smoothed",
+            f"SmoothQuant: {smoothed - inserted} of {norms} LayerNorms smoothed",
             pass_name=self.name,
         )
+        if self.insert:
+            log.info(
+                f"SmoothQuant: {inserted} of {len(found) - norms} other linear inputs smoothed "
+                "by an inserted multiply",
+                pass_name=self.name,
+            )
         return PassResult(
             graph,
             smoothed > 0,
             {
                 "smoothed": smoothed,
+                "inserted": inserted,
                 "spread_before": _mean(spread_before),
                 "spread_after": _mean(spread_after),
             },
@@ -176,23 +221,18 @@ class SmoothQuant(CalibrationReader, Pass):
         self, graph: Graph, context: QuantContext, found: list[Site]
     ) -> tuple[dict[str, Tensor], dict[str, list[Tensor]]]:
         maxima: dict[str, Tensor] = {}
-        samples: dict[str, list[Tensor]] = {site.norm.name: [] for site in found}
-        values = {site.norm.outputs[0].name: site.norm.name for site in found}
+        samples: dict[str, list[Tensor]] = {site.value.name: [] for site in found}
+        values = [site.value for site in found]
         for index, seen in enumerate(
-            stream(
-                graph,
-                context,
-                [s.norm.outputs[0] for s in found],
-                quantize=False,
-                batches=self.batches,
-            )
+            stream(graph, context, values, quantize=False, batches=self.batches)
         ):
-            for value, norm in values.items():
-                x = seen[value]
+            for value in values:
+                x = seen[value.name]
                 m = _channel_max(x)
-                maxima[norm] = m if norm not in maxima else torch.maximum(maxima[norm], m)
+                name = value.name
+                maxima[name] = m if name not in maxima else torch.maximum(maxima[name], m)
                 if index < 2:
-                    samples[norm].append(x.reshape(-1, x.shape[-1]))
+                    samples[name].append(x.reshape(-1, x.shape[-1]))
         return maxima, samples
 
     def _choose(
@@ -233,12 +273,43 @@ class SmoothQuant(CalibrationReader, Pass):
 
 
 def _apply(graph: Graph, site: Site, scales: Tensor) -> None:
-    gamma, beta = graph.tensors[site.weight_ref], graph.tensors[site.bias_ref]
-    set_tensor(graph, site.weight_ref, gamma.detach() / scales.to(gamma.device))
-    set_tensor(graph, site.bias_ref, beta.detach() / scales.to(beta.device))
+    if site.norm_refs is not None:
+        weight_ref, bias_ref = site.norm_refs
+        gamma, beta = graph.tensors[weight_ref], graph.tensors[bias_ref]
+        set_tensor(graph, weight_ref, gamma.detach() / scales.to(gamma.device))
+        set_tensor(graph, bias_ref, beta.detach() / scales.to(beta.device))
+    else:
+        _insert_division(graph, site, scales)
     for reader in site.readers:
         weight = reader.weight(graph).detach()
         set_tensor(graph, reader.weight_ref, weight * scales.to(weight.device))
+
+
+def _insert_division(graph: Graph, site: Site, scales: Tensor) -> None:
+    """``x -> mul(x, 1/s) -> linear readers``; the other readers keep reading ``x``."""
+    first = site.readers[0].node
+    for reader in site.readers[1:]:
+        if reader.node.is_before(first):
+            first = reader.node
+    like = site.readers[0].weight(graph)
+    inverse = (1.0 / scales).to(dtype=like.dtype, device=like.device)
+    factor = graph.add_parameter(
+        graph.unique_name(f"{site.name}_smoothing"),
+        inverse,
+        subgraph=first.subgraph,
+        trainable=False,
+    )
+    smoothed = graph.add_node(
+        "mul",
+        [site.value, factor],
+        name=f"{site.name}_smoothed",
+        subgraph=first.subgraph,
+        source_name=first.source_name,
+        types=[site.value.type],
+        before=first,
+    ).output
+    for reader in site.readers:
+        reader.node.set_input(0, smoothed)
 
 
 def _mean(values: list[float]) -> float:

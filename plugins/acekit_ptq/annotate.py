@@ -22,6 +22,7 @@ from acekit.quant.context import current_context
 from acekit.quant.deploy import FOLDED_AT_DEPLOYMENT, is_weight
 from acekit.quant.rules import OpRule, QuantRules
 from acekit.settings import Settings
+from acekit_ptq.float_readers import split_float_readers
 from acekit_ptq.selection import Selection, select
 
 log = get_logger(__name__)
@@ -43,6 +44,7 @@ class Quantize(Pass):
             for value in node.outputs:
                 value.quant = None
         quantized = skipped = 0
+        marks = _Marks()
         for node in list(graph.nodes):
             rule = rules.ops.get(node.op)
             if rule is None:
@@ -61,8 +63,14 @@ class Quantize(Pass):
             weight_bits = selection.weight_bits.get(
                 node.name, settings.quantization.weights_num_bits
             )
-            _annotate(node, rule, rules, activation_bits, weight_bits)
+            _annotate(node, rule, rules, activation_bits, weight_bits, marks)
             quantized += 1
+        split = split_float_readers(graph, marks.uses, marks.produced)
+        if split:
+            log.info(
+                f"Quantization: {split} tensors are quantized only for their integer readers; "
+                "their float readers (residual adds, ...) read them unrounded"
+            )
         context.notes["quantized"] = quantized
         context.notes["skipped"] = skipped
         return PassResult(graph, quantized > 0, {"quantized": quantized, "skipped": skipped})
@@ -80,8 +88,31 @@ def _unsupported_bits(
     return None
 
 
+@attrs.define
+class _Marks:
+    """The reads that take a quantized tensor, and the tensors quantized as an output."""
+
+    uses: set[tuple[int, int]] = attrs.Factory(set)
+    produced: set[int] = attrs.Factory(set)
+
+    def read(self, node: Node, index: int, rules: QuantRules) -> None:
+        """``node.inputs[index]`` is read quantized, and so are the pass-through ops
+        above it (the tensor is quantized at their input, see :func:`_upstream`)."""
+        self.uses.add((id(node), index))
+        value = node.inputs[index]
+        while _passes_through(value, rules):
+            assert value.producer is not None
+            self.uses.add((id(value.producer), 0))
+            value = value.producer.inputs[0]
+
+
 def _annotate(
-    node: Node, rule: OpRule, rules: QuantRules, activation_bits: int, weight_bits: int
+    node: Node,
+    rule: OpRule,
+    rules: QuantRules,
+    activation_bits: int,
+    weight_bits: int,
+    marks: _Marks,
 ) -> None:
     activation = rules.activation_spec(activation_bits)
     inputs = node.inputs
@@ -95,6 +126,7 @@ def _annotate(
                 _mark(value, rules.weight_spec(None, weight_bits))
             elif not _is_constant(value):
                 _mark(_upstream(value, rules), activation)
+                marks.read(node, index, rules)
     if rule.weight is not None and rule.weight < len(inputs):
         weight = inputs[rule.weight]
         if is_weight(weight):
@@ -106,6 +138,7 @@ def _annotate(
             _mark(weight, spec)
         elif not _is_constant(weight):
             _mark(weight, activation)
+            marks.read(node, rule.weight, rules)
     if rule.output and node.outputs:
         output = node.outputs[0]
         while len(output.users) == 1 and (
@@ -113,6 +146,7 @@ def _annotate(
         ):
             output = output.users[0].outputs[0]
         _mark(output, activation)
+        marks.produced.add(id(output))
 
 
 def _residual_inputs(node: Node, rule: OpRule, rules: QuantRules) -> tuple[int, ...]:
@@ -170,14 +204,21 @@ def _depth(value: Value, memo: dict[int, int]) -> int:
 
 def _upstream(value: Value, rules: QuantRules) -> Value:
     """Where to quantize ``value``: above the pass-through ops that produce it."""
-    while (
-        value.producer is not None
-        and value.producer.op in rules.passthrough
-        and len(value.producer.outputs) == 1
-        and value.producer.inputs
-    ):
+    while _passes_through(value, rules):
+        assert value.producer is not None
         value = value.producer.inputs[0]
     return value
+
+
+def _passes_through(value: Value, rules: QuantRules) -> bool:
+    """Whether ``value`` comes from a pass-through op (quantized at that op's input)."""
+    producer = value.producer
+    return (
+        producer is not None
+        and producer.op in rules.passthrough
+        and len(producer.outputs) == 1
+        and bool(producer.inputs)
+    )
 
 
 def _mark_skipped(node: Node, rule: OpRule, reason: str) -> None:

@@ -24,6 +24,7 @@ from acekit.runtime.codegen import to_module
 from acekit.settings import Settings
 from acekit_ptq.bias_range import widen_weight_scales_for_bias
 from acekit_ptq.observers import OBSERVER_KINDS, Observer, all_reduce_observer, make_observer
+from acekit_ptq.weight_clipping import clipped_qparams
 
 log = get_logger(__name__)
 
@@ -55,6 +56,12 @@ class Calibrate(Pass):
     summary: ClassVar[str] = "measure activations on calibration data and set the scales"
 
     observer: str = attrs.field(default="mse", validator=_check_kind)
+    #: Weight ranges: ``minmax``, ``mse`` (per-channel clipping search, see
+    #: :mod:`acekit_ptq.weight_clipping`) or ``auto`` (``mse`` below 8 bits, where
+    #: min/max wastes most levels on a channel's largest weights; ``minmax`` at 8).
+    weights: str = attrs.field(
+        default="auto", validator=attrs.validators.in_(("auto", "minmax", "mse"))
+    )
 
     def calibration_batches(self, settings: Settings) -> int:
         """How many calibration batches the pass reads: ``stats_steps``."""
@@ -100,7 +107,7 @@ class Calibrate(Pass):
             if spec is not None and spec.block_size is not None:
                 value.quant = _calibrated_blocks(graph, value)
             else:
-                value.quant = _calibrated(value, _weight_observer(graph, value))
+                value.quant = self._weight_spec(graph, value)
         widened = widen_weight_scales_for_bias(graph, context.rules)
         if widened:
             log.info(
@@ -117,6 +124,20 @@ class Calibrate(Pass):
                 "batches": data.seen,
                 "widened": len(widened),
             },
+        )
+
+    def _weight_spec(self, graph: Graph, value: Value) -> QuantSpec:
+        spec = value.quant
+        assert spec is not None and value.producer is not None
+        clip = self.weights == "mse" or (self.weights == "auto" and spec.bits < 8)
+        if not clip:
+            return _calibrated(value, _weight_observer(graph, value))
+        tensor = graph.tensors[str(value.producer.attrs["ref"])]
+        scale, zero_point = clipped_qparams(tensor, spec)
+        return attrs.evolve(
+            spec,
+            scale=tuple(scale.reshape(-1).tolist()),
+            zero_point=tuple(int(z) for z in zero_point.reshape(-1).tolist()),
         )
 
     def _observer(self, value: Value) -> Observer:
