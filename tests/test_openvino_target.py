@@ -127,8 +127,11 @@ def test_missing_openvino_says_what_to_install(
     with pytest.raises(OpenVINONotInstalledError, match=r"pip install 'acekit\[openvino\]'"):
         compiled.export(tmp_path / "model.xml")
     assert not list(tmp_path.iterdir())
-    # The QDQ ONNX needs no OpenVINO to be written.
-    assert compiled.export(tmp_path / "model.onnx").exists()
+    # The QDQ ONNX needs no OpenVINO to be written; running it does, and says so.
+    onnx_path = compiled.export(tmp_path / "model.onnx")
+    assert onnx_path.exists()
+    with pytest.raises(OpenVINONotInstalledError, match=r"pip install 'acekit\[openvino\]'"):
+        OpenVINOTarget().load(onnx_path)
 
 
 def test_openvino_target_passes_the_conformance_kit(tmp_path: Path) -> None:

@@ -42,9 +42,12 @@ class Quantize(Pass):
             for value in node.outputs:
                 value.quant = None
         quantized = skipped = 0
+        unsupported: dict[str, list[str]] = {}
         for node in list(graph.nodes):
             rule = rules.ops.get(node.op)
             if rule is None:
+                if any(is_weight(value) for value in node.inputs):
+                    unsupported.setdefault(node.op, []).append(node.name)
                 continue
             reason = selection.skipped.get(node.name)
             if reason is None:
@@ -62,9 +65,20 @@ class Quantize(Pass):
             )
             _annotate(node, rule, rules, activation_bits, weight_bits)
             quantized += 1
+        _log_unsupported(unsupported)
         context.notes["quantized"] = quantized
         context.notes["skipped"] = skipped
         return PassResult(graph, quantized > 0, {"quantized": quantized, "skipped": skipped})
+
+
+def _log_unsupported(unsupported: dict[str, list[str]]) -> None:
+    """One line per op type with weights that the target's rules do not run quantized."""
+    for op, names in unsupported.items():
+        shown = ", ".join(f"'{name}'" for name in names[:3]) + (", ..." if len(names) > 3 else "")
+        log.info(
+            f"Quantization: Keeping {len(names)} '{op}' node(s) in float "
+            f"(the target has no quantized '{op}'): {shown}"
+        )
 
 
 def _unsupported_bits(
