@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import onnx
 import pytest
 import torch
 from torch import nn
@@ -96,6 +97,19 @@ def test_onnx_export_runs_in_openvino(compiled: QuantizedModule, tmp_path: Path)
     x = torch.randn(*SHAPE)
     with torch.no_grad():
         assert sqnr(compiled(x), runner(x)[0]) > 35
+
+
+def test_weights_have_no_zero_point_input(compiled: QuantizedModule, tmp_path: Path) -> None:
+    # OpenVINO turns a weight zero point (even all 0) into a Subtract and may then run the
+    # layer in bf16; symmetric weights are written without it (ONNX's default is 0).
+    model = onnx.load(str(compiled.export(tmp_path / "model.onnx")))
+    weights = {init.name for init in model.graph.initializer}
+    weight_dqs = [
+        node
+        for node in model.graph.node
+        if node.op_type == "DequantizeLinear" and node.input[0] in weights
+    ]
+    assert weight_dqs and all(len(node.input) == 2 for node in weight_dqs)
 
 
 def test_attention_matmuls_run_in_u8(tmp_path: Path) -> None:
