@@ -177,11 +177,14 @@ def _depth(value: Value, memo: dict[int, int]) -> int:
 
 
 def _upstream(value: Value, rules: QuantRules) -> Value:
-    """Where to quantize ``value``: above the pass-through ops that produce it."""
+    """Where to quantize ``value``: above the pass-through ops that produce it.
+
+    A pass-through op with several outputs (``unbind`` splitting attention's packed q,
+    k, v) is passed too: its input, quantized once, gives every output the same scale.
+    """
     while (
         value.producer is not None
         and value.producer.op in rules.passthrough
-        and len(value.producer.outputs) == 1
         and value.producer.inputs
     ):
         value = value.producer.inputs[0]
