@@ -120,6 +120,18 @@ def test_attention_matmuls_run_in_u8(tmp_path: Path) -> None:
     runner = OpenVINOTarget().load(qm.export(tmp_path / "encoder.xml"), precision="f32")
     precisions = runner.linear_precisions()
     assert precisions and all(p in ("u8", "i8") for _, p in precisions), precisions
+    # q, k and v are quantized once, above the split of the packed in-projection (as NNCF
+    # places them): OpenVINO then runs no FakeQuantize on its own after the split.
+    passthrough = quantization_rules({}).passthrough
+    splits = [node for node in qm.graph.nodes if node.op == "unbind"]
+    assert splits and all(out.quant is None for s in splits for out in s.outputs)
+    for split in splits:
+        value = split.inputs[0]
+        while value.producer is not None and value.producer.op in passthrough:
+            assert value.quant is None
+            value = value.producer.inputs[0]
+        assert value.quant is not None and value.producer is not None
+        assert value.producer.op == "linear"
     x = data[0]
     with torch.no_grad():
         assert sqnr(qm(x), runner(x)[0]) > 25
