@@ -528,12 +528,13 @@ Each latency in its own process (load, 1 s warm-up, median of >= {args.runs} run
 of the rounds; batch 1, 2 threads (ORT: intra-op 2, sequential; OpenVINO:
 `INFERENCE_NUM_THREADS=2`, `PERFORMANCE_HINT=LATENCY`). Speedup is against FP32 in the same
 runtime (OpenVINO: the f32 hint). Same {CALIBRATION_SAMPLES} calibration samples for every
-quantizer; SQNR against torch FP32 on held-out inputs (TensorRT files run in ONNX Runtime
+quantizer; fidelity: SQNR (dB) against torch FP32 on held-out inputs, or for the sentence
+encoder the cosine of its sentence embeddings (TensorRT files run in ONNX Runtime
 on the CPU). "integer": integer linear kernels / all linear kernels in the runtime's
 optimised graph (TensorRT: Conv/Gemm/MatMul whose input and weight carry Q/DQ). Quant s
 and peak RSS MiB: the whole quantization step (acekit: compile + export).
 
-| model | target | quantizer | ms | speedup | integer | fidelity (SQNR dB or cosine) | quant s | peak RSS MiB |
+| model | target | quantizer | ms | speedup | integer | fidelity | quant s | peak RSS MiB |
 |---|---|---|---|---|---|---|---|---|
 {chr(10).join(table)}
 
