@@ -30,9 +30,22 @@ exporters and checks); :mod:`acekit.quant.qmath` (re-exported as ``qmath``) hold
 quantization math (integer ranges, quantize/dequantize in torch and numpy, bias
 rounding) that exports must share with the simulation. :mod:`acekit.testing` checks a
 target against this contract.
+
+:class:`TargetBase` holds the part every target repeats: the declaration, option
+checking (``validate_options`` from the ``options`` schema, plus an optional
+:meth:`TargetBase.check_combinations`) and rules from checked options. Subclass it and
+write ``rules``, ``export`` and ``load``; or write any object with the members of
+:class:`Target`.
 """
 
 from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 from acekit.fileio import OutputPathError, atomic_write, check_output_path
 from acekit.ir.graph import Graph, Node, Value
@@ -82,6 +95,7 @@ __all__ = [
     "Registrar",
     "Scalar",
     "Target",
+    "TargetBase",
     "TargetOption",
     "TargetOptionError",
     "TensorType",
@@ -105,3 +119,49 @@ __all__ = [
     "to_module",
     "write_onnx",
 ]
+
+
+class TargetBase(abc.ABC):
+    """The shared part of a target: declaration, option checking, rules from checked options.
+
+    Set the class attributes ``name``, ``title``, ``summary`` and ``options`` (the
+    :class:`TargetOption` schema) and implement :meth:`rules`, :meth:`export` and
+    :meth:`load`. Import a runtime package inside ``export``/``load`` (not at module
+    level), so the target still lists when the package is missing and using it can say
+    what to install. Override :meth:`check_combinations` for checks across options.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    summary: ClassVar[str] = ""
+    options: ClassVar[Mapping[str, TargetOption]] = MappingProxyType({})
+
+    def validate_options(self, options: Mapping[str, Any]) -> dict[str, Scalar]:
+        """``options`` checked against :attr:`options` and :meth:`check_combinations`."""
+        return self.check_combinations(check_options(self.name, self.options, options))
+
+    def check_combinations(self, options: dict[str, Scalar]) -> dict[str, Scalar]:
+        """Refuse (``TargetOptionError``) or complete combinations of checked options.
+
+        ``options`` passed the schema and have their defaults; return them (possibly
+        with defaults that depend on other options filled in). The default accepts all.
+        """
+        return options
+
+    def quantization_rules(self, options: Mapping[str, Any]) -> QuantRules:
+        """The rules for ``options``, checked first (see :meth:`rules`)."""
+        return self.rules(self.validate_options(options))
+
+    @abc.abstractmethod
+    def rules(self, options: Mapping[str, Scalar]) -> QuantRules:
+        """How to quantize for this runtime, given checked options."""
+
+    @abc.abstractmethod
+    def export(
+        self, graph: Graph, path: str | os.PathLike[str], options: Mapping[str, Any]
+    ) -> Path:
+        """Write ``graph`` as a deployable model at ``path``; return the file written."""
+
+    @abc.abstractmethod
+    def load(self, path: str | os.PathLike[str]) -> Any:
+        """A callable running the file :meth:`export` wrote: tensors in, list of tensors out."""

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import onnx
 import pytest
 import torch
 from torch import nn
@@ -98,6 +99,19 @@ def test_onnx_export_runs_in_openvino(compiled: QuantizedModule, tmp_path: Path)
         assert sqnr(compiled(x), runner(x)[0]) > 35
 
 
+def test_weights_have_no_zero_point_input(compiled: QuantizedModule, tmp_path: Path) -> None:
+    # OpenVINO turns a weight zero point (even all 0) into a Subtract and may then run the
+    # layer in bf16; symmetric weights are written without it (ONNX's default is 0).
+    model = onnx.load(str(compiled.export(tmp_path / "model.onnx")))
+    weights = {init.name for init in model.graph.initializer}
+    weight_dqs = [
+        node
+        for node in model.graph.node
+        if node.op_type == "DequantizeLinear" and node.input[0] in weights
+    ]
+    assert weight_dqs and all(len(node.input) == 2 for node in weight_dqs)
+
+
 def test_attention_matmuls_run_in_u8(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = TinyEncoder().eval()
@@ -106,6 +120,18 @@ def test_attention_matmuls_run_in_u8(tmp_path: Path) -> None:
     runner = OpenVINOTarget().load(qm.export(tmp_path / "encoder.xml"), precision="f32")
     precisions = runner.linear_precisions()
     assert precisions and all(p in ("u8", "i8") for _, p in precisions), precisions
+    # q, k and v are quantized once, above the split of the packed in-projection (as NNCF
+    # places them): OpenVINO then runs no FakeQuantize on its own after the split.
+    passthrough = quantization_rules({}).passthrough
+    splits = [node for node in qm.graph.nodes if node.op == "unbind"]
+    assert splits and all(out.quant is None for s in splits for out in s.outputs)
+    for split in splits:
+        value = split.inputs[0]
+        while value.producer is not None and value.producer.op in passthrough:
+            assert value.quant is None
+            value = value.producer.inputs[0]
+        assert value.quant is not None and value.producer is not None
+        assert value.producer.op == "linear"
     x = data[0]
     with torch.no_grad():
         assert sqnr(qm(x), runner(x)[0]) > 25
@@ -127,8 +153,11 @@ def test_missing_openvino_says_what_to_install(
     with pytest.raises(OpenVINONotInstalledError, match=r"pip install 'acekit\[openvino\]'"):
         compiled.export(tmp_path / "model.xml")
     assert not list(tmp_path.iterdir())
-    # The QDQ ONNX needs no OpenVINO to be written.
-    assert compiled.export(tmp_path / "model.onnx").exists()
+    # The QDQ ONNX needs no OpenVINO to be written; running it does, and says so.
+    onnx_path = compiled.export(tmp_path / "model.onnx")
+    assert onnx_path.exists()
+    with pytest.raises(OpenVINONotInstalledError, match=r"pip install 'acekit\[openvino\]'"):
+        OpenVINOTarget().load(onnx_path)
 
 
 def test_openvino_target_passes_the_conformance_kit(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import acekit.target as target_api
-from acekit.plugin import get_plugin_manager, hookimpl, reset_plugins
+from acekit.plugin import get_plugin_manager, get_registry, hookimpl, reset_plugins
 from acekit.quant import qmath
 from acekit.runtime.codegen import to_module
 from acekit.settings import DeploymentSettings, Settings, SettingsError
@@ -35,6 +35,7 @@ from acekit.testing import (
     compile_for,
 )
 from acekit_onnxruntime import OnnxRuntimeTarget
+from tests.quant_support import sqnr
 
 # -- the built-in target ---------------------------------------------------------------------
 
@@ -372,3 +373,64 @@ def test_torch_onnx_export_of_a_clika_compiled_model(tmp_path: Path, dynamo: boo
     exported = tmp_path / "torch.onnx"
     torch.onnx.export(compiled, (data[0],), str(exported), dynamo=dynamo)
     _same_deployment(reference, exported, (data[0],))
+
+
+# -- bad input across the three built-in targets ---------------------------------------------
+
+_TARGETS = ("onnxruntime", "openvino", "tensorrt")
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        # FP8 asked of the int8-only CPU targets: they have no 'mode' option.
+        ("onnxruntime", {"mode": "fp8"}, r"target_options\.mode: unknown option"),
+        ("openvino", {"mode": "fp8"}, r"target_options\.mode: unknown option"),
+        ("tensorrt", {"mode": "fp8", "opset": 17}, r"opset 17 is too old for mode 'fp8'"),
+        ("tensorrt", {"mode": "int4_weight_only", "opset": 19}, r"needs opset >= 21"),
+        ("openvino", {"opset": 12}, r"target_options\.opset: must be between 13 and 20"),
+    ],
+)
+def test_options_wrong_for_the_target_fail_once_at_settings_time(
+    name: str, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message) as caught:
+        DeploymentSettings(target_framework=name, target_options=options)
+    assert len(str(caught.value).splitlines()) == 1
+
+
+class _UnsupportedLayers(torch.nn.Module):
+    """A conv, a transposed conv and a GroupNorm (no target's rules quantize it), a conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.up = torch.nn.ConvTranspose2d(8, 8, 2, stride=2)
+        self.norm = torch.nn.GroupNorm(2, 8)
+        self.conv2 = torch.nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """conv -> relu -> transposed conv -> group norm -> conv."""
+        return self.conv2(self.norm(self.up(torch.relu(self.conv1(x)))))
+
+
+@pytest.mark.parametrize("name", _TARGETS)
+def test_a_layer_the_target_cannot_quantize_stays_float_with_a_log_line(
+    name: str, tmp_path: Path
+) -> None:
+    if name == "openvino":
+        pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    qm, x = compile_for(name, model=_UnsupportedLayers(), logs_dir=tmp_path / "logs")
+    log = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "logs").rglob("*.log"))
+    assert "Keeping 1 'group_norm' node(s) in float" in log
+    quantizes_transposed = name == "tensorrt"
+    assert ("Keeping 1 'conv_transpose2d' node(s)" in log) != quantizes_transposed
+    path = qm.export(tmp_path / "model.onnx")
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    # A float output read through float GroupNorm: a rounding tie that flips one step of
+    # conv2's quantized input moves a few outputs by more than an 8-bit step, so compare
+    # the whole output (SQNR) rather than element-wise steps.
+    deployed = get_registry().targets[name].load(path)(*x)[0]
+    with torch.no_grad():
+        assert sqnr(qm(*x), deployed) > 30

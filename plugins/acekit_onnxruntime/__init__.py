@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from acekit.target import Registrar, Scalar, TargetOption, check_options, hookimpl
+from acekit.target import Registrar, Scalar, TargetBase, TargetOption, hookimpl
+from acekit_onnxruntime.rules import OPTIONS, quantization_rules
 
 if TYPE_CHECKING:
     from acekit.target import Graph, QuantRules
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["OnnxRuntimeTarget", "acekit_register_targets"]
 
 
-class OnnxRuntimeTarget:
+class OnnxRuntimeTarget(TargetBase):
     """Deploys to ONNX Runtime's CPU execution provider, whose integer kernels run Q/DQ pairs."""
 
     name: ClassVar[str] = "onnxruntime"
@@ -29,23 +30,19 @@ class OnnxRuntimeTarget:
         "ONNX model with QuantizeLinear/DequantizeLinear pairs that ONNX Runtime's CPU "
         "provider fuses into integer kernels"
     )
+    options: ClassVar[Mapping[str, TargetOption]] = OPTIONS
 
-    @property
-    def options(self) -> Mapping[str, TargetOption]:
-        """``activation_type``, ``weight_reduce_range`` and ``opset``."""
-        from acekit_onnxruntime.rules import OPTIONS
-
-        return OPTIONS
-
-    def validate_options(self, options: Mapping[str, Any]) -> dict[str, Scalar]:
-        """``options`` checked against :attr:`options`, defaults filled in."""
-        return check_options(self.name, self.options, options)
-
-    def quantization_rules(self, options: Mapping[str, Any]) -> QuantRules:
+    def rules(self, options: Mapping[str, Scalar]) -> QuantRules:
         """u8 activations, s8 per-channel weights; see :mod:`acekit_onnxruntime.rules`."""
-        from acekit_onnxruntime.rules import quantization_rules
-
         return quantization_rules(options)
+
+    def export(
+        self, graph: Graph, path: str | os.PathLike[str], options: Mapping[str, Any]
+    ) -> Path:
+        """Write ``graph`` as QDQ ONNX that ORT's CPU provider runs in integer kernels."""
+        from acekit_onnxruntime.export import export_onnx
+
+        return export_onnx(graph, path, options)
 
     def load(self, path: str | os.PathLike[str], **options: Any) -> OrtRunner:
         """A callable running the model at ``path`` in ORT (tensors in, tensors out)."""
@@ -58,14 +55,6 @@ class OnnxRuntimeTarget:
         from acekit_onnxruntime.session import integer_op_count
 
         return integer_op_count(path)
-
-    def export(
-        self, graph: Graph, path: str | os.PathLike[str], options: Mapping[str, Any]
-    ) -> Path:
-        """Write ``graph`` as QDQ ONNX that ORT's CPU provider runs in integer kernels."""
-        from acekit_onnxruntime.export import export_onnx
-
-        return export_onnx(graph, path, options)
 
 
 @hookimpl

@@ -11,52 +11,30 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from acekit.target import Registrar, Scalar, TargetOption, check_options, hookimpl
+from acekit.target import Registrar, Scalar, TargetBase, TargetOption, hookimpl
+from acekit_openvino.rules import NAME, OPTIONS, quantization_rules
 
 if TYPE_CHECKING:
     from acekit.target import Graph, QuantRules
+    from acekit_openvino.runner import OpenVINORunner
 
 __all__ = ["OpenVINOTarget", "acekit_register_targets"]
 
 
-class OpenVINOTarget:
+class OpenVINOTarget(TargetBase):
     """Deploys to OpenVINO's CPU plugin, whose low-precision transformations run Q/DQ in INT8."""
 
-    name: ClassVar[str] = "openvino"
+    name: ClassVar[str] = NAME
     title: ClassVar[str] = "OpenVINO (CPU)"
     summary: ClassVar[str] = (
         "OpenVINO IR (.xml/.bin, int8 weights) or QDQ ONNX that OpenVINO's CPU plugin runs "
         "in u8 x s8 kernels"
     )
+    options: ClassVar[Mapping[str, TargetOption]] = OPTIONS
 
-    @property
-    def options(self) -> Mapping[str, TargetOption]:
-        """``opset`` (of the QDQ ONNX, and of the ONNX the IR is converted from)."""
-        from acekit_openvino.rules import OPTIONS
-
-        return OPTIONS
-
-    def validate_options(self, options: Mapping[str, Any]) -> dict[str, Scalar]:
-        """``options`` checked against :attr:`options`, defaults filled in."""
-        return check_options(self.name, self.options, options)
-
-    def quantization_rules(self, options: Mapping[str, Any]) -> QuantRules:
+    def rules(self, options: Mapping[str, Scalar]) -> QuantRules:
         """u8 activations, s8 symmetric per-channel weights; see :mod:`acekit_openvino.rules`."""
-        from acekit_openvino.rules import quantization_rules
-
         return quantization_rules(options)
-
-    def load(self, path: str | os.PathLike[str], **options: Any) -> Any:
-        """A callable running the IR or ONNX model at ``path`` in OpenVINO on the CPU."""
-        from acekit_openvino.runner import OpenVINORunner
-
-        return OpenVINORunner(path, **options)
-
-    def runtime_integer_ops(self, path: str | os.PathLike[str]) -> int:
-        """How many compute ops OpenVINO runs on u8/i8 for the model at ``path`` (conformance)."""
-        from acekit_openvino.runner import OpenVINORunner
-
-        return OpenVINORunner(path).integer_op_count()
 
     def export(
         self, graph: Graph, path: str | os.PathLike[str], options: Mapping[str, Any]
@@ -65,6 +43,16 @@ class OpenVINOTarget:
         from acekit_openvino.export import export
 
         return export(graph, path, options)
+
+    def load(self, path: str | os.PathLike[str], **options: Any) -> OpenVINORunner:
+        """A callable running the IR or ONNX model at ``path`` in OpenVINO on the CPU."""
+        from acekit_openvino.runner import OpenVINORunner as Runner
+
+        return Runner(path, **options)
+
+    def runtime_integer_ops(self, path: str | os.PathLike[str]) -> int:
+        """How many compute ops OpenVINO runs on u8/i8 for the model at ``path`` (conformance)."""
+        return self.load(path).integer_op_count()
 
 
 @hookimpl

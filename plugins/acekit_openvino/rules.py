@@ -75,7 +75,21 @@ def quantization_rules(options: Mapping[str, Any]) -> QuantRules:
         weight_bits=(2, 3, 4, 5, 6, 7, 8),
         absorbed=frozenset({"relu", "relu6", "hardtanh"}),
         passthrough=frozenset(
-            {"max_pool1d", "max_pool2d", "reshape", "permute", "transpose", "contiguous"}
+            {
+                "max_pool1d",
+                "max_pool2d",
+                "reshape",
+                "permute",
+                "transpose",
+                "contiguous",
+                # Attention's packed q, k, v: quantized once at the in-projection's output
+                # (as NNCF places it), so no FakeQuantize stands alone after the split.
+                "unflatten",
+                "unsqueeze",
+                "squeeze",
+                "unbind",
+                "select",
+            }
         ),
         reason="u8 activations x s8 symmetric per-channel weights (oneDNN VNNI kernels)",
     )

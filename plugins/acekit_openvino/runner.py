@@ -62,6 +62,10 @@ class OpenVINORunner:
             found.append((info["layerType"].astype(str), info["runtimePrecision"].astype(str)))
         return found
 
+    def executed_precisions(self) -> collections.Counter[tuple[str, str]]:
+        """``(layer type, runtime precision)`` counts over every op OpenVINO executes."""
+        return collections.Counter(self._executed())
+
     def linear_precisions(self) -> collections.Counter[tuple[str, str]]:
         """``(op type, runtime precision)`` of every linear op OpenVINO executes.
 

@@ -45,9 +45,12 @@ class Quantize(Pass):
                 value.quant = None
         quantized = skipped = 0
         marks = _Marks()
+        unsupported: dict[str, list[str]] = {}
         for node in list(graph.nodes):
             rule = rules.ops.get(node.op)
             if rule is None:
+                if any(is_weight(value) for value in node.inputs):
+                    unsupported.setdefault(node.op, []).append(node.name)
                 continue
             reason = selection.skipped.get(node.name)
             if reason is None:
@@ -71,9 +74,20 @@ class Quantize(Pass):
                 f"Quantization: {split} tensors are quantized only for their integer readers; "
                 "their float readers (residual adds, ...) read them unrounded"
             )
+        _log_unsupported(unsupported)
         context.notes["quantized"] = quantized
         context.notes["skipped"] = skipped
         return PassResult(graph, quantized > 0, {"quantized": quantized, "skipped": skipped})
+
+
+def _log_unsupported(unsupported: dict[str, list[str]]) -> None:
+    """One line per op type with weights that the target's rules do not run quantized."""
+    for op, names in unsupported.items():
+        shown = ", ".join(f"'{name}'" for name in names[:3]) + (", ..." if len(names) > 3 else "")
+        log.info(
+            f"Quantization: Keeping {len(names)} '{op}' node(s) in float "
+            f"(the target has no quantized '{op}'): {shown}"
+        )
 
 
 def _unsupported_bits(
@@ -203,7 +217,11 @@ def _depth(value: Value, memo: dict[int, int]) -> int:
 
 
 def _upstream(value: Value, rules: QuantRules) -> Value:
-    """Where to quantize ``value``: above the pass-through ops that produce it."""
+    """Where to quantize ``value``: above the pass-through ops that produce it.
+
+    A pass-through op with several outputs (``unbind`` splitting attention's packed q,
+    k, v) is passed too: its input, quantized once, gives every output the same scale.
+    """
     while _passes_through(value, rules):
         assert value.producer is not None
         value = value.producer.inputs[0]
@@ -216,7 +234,6 @@ def _passes_through(value: Value, rules: QuantRules) -> bool:
     return (
         producer is not None
         and producer.op in rules.passthrough
-        and len(producer.outputs) == 1
         and bool(producer.inputs)
     )
 

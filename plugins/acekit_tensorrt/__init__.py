@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from acekit.target import Registrar, Scalar, TargetOption, hookimpl
+from acekit.target import Registrar, Scalar, TargetBase, TargetOption, hookimpl
+from acekit_tensorrt import rules as trt_rules
 
 if TYPE_CHECKING:
     from acekit.target import Graph, QuantRules
@@ -19,40 +20,24 @@ if TYPE_CHECKING:
 __all__ = ["TensorRTTarget", "acekit_register_targets"]
 
 
-class TensorRTTarget:
+class TensorRTTarget(TargetBase):
     """Deploys to TensorRT: QDQ ONNX placed the way TensorRT's explicit quantization fuses."""
 
-    name: ClassVar[str] = "tensorrt"
+    name: ClassVar[str] = trt_rules.NAME
     title: ClassVar[str] = "TensorRT (NVIDIA)"
     summary: ClassVar[str] = (
         "ONNX model with symmetric INT8 (or FP8, or INT4 weight-only) Q/DQ on the inputs "
         "TensorRT fuses; build the engine with trtexec or the tensorrt package"
     )
-
-    @property
-    def options(self) -> Mapping[str, TargetOption]:
-        """``mode`` (int8, fp8, int4_weight_only) and ``opset``."""
-        from acekit_tensorrt.rules import OPTIONS
-
-        return OPTIONS
+    options: ClassVar[Mapping[str, TargetOption]] = trt_rules.OPTIONS
 
     def validate_options(self, options: Mapping[str, Any]) -> dict[str, Scalar]:
         """``options`` checked (including the opset each mode needs), defaults filled in."""
-        from acekit_tensorrt.rules import validate_options
+        return trt_rules.validate_options(options)
 
-        return validate_options(options)
-
-    def quantization_rules(self, options: Mapping[str, Any]) -> QuantRules:
+    def rules(self, options: Mapping[str, Scalar]) -> QuantRules:
         """Signed symmetric activations and weights; see :mod:`acekit_tensorrt.rules`."""
-        from acekit_tensorrt.rules import quantization_rules
-
-        return quantization_rules(options)
-
-    def load(self, path: str | os.PathLike[str], **options: Any) -> Any:
-        """A callable running the exported model (TensorRT on a GPU, else ONNX Runtime)."""
-        from acekit_tensorrt.runner import load
-
-        return load(path, **options)
+        return trt_rules.quantization_rules(options)
 
     def export(
         self, graph: Graph, path: str | os.PathLike[str], options: Mapping[str, Any]
@@ -61,6 +46,12 @@ class TensorRTTarget:
         from acekit_tensorrt.export import export_onnx
 
         return export_onnx(graph, path, options)
+
+    def load(self, path: str | os.PathLike[str], **options: Any) -> Any:
+        """A callable running the exported model (TensorRT on a GPU, else ONNX Runtime)."""
+        from acekit_tensorrt.runner import load
+
+        return load(path, **options)
 
 
 @hookimpl

@@ -24,8 +24,8 @@ from acekit.target import (
     QuantSpec,
     Registrar,
     Scalar,
+    TargetBase,
     TargetOption,
-    check_options,
     export_qdq_onnx,
     hookimpl,
 )
@@ -59,13 +59,13 @@ class RemoveIdentity(Pass):
         return PassResult(graph, modified=removed > 0, stats={"removed": removed})
 
 
-class ExampleTarget:
+class ExampleTarget(TargetBase):
     """A target for an NPU-like runtime: s8 symmetric activations, QDQ ONNX files.
 
-    Everything it needs comes from :mod:`acekit.target`: the rules say how to quantize,
-    the option schema is checked when settings are built or loaded, the shared lowering
-    writes the ONNX file, and ``load`` runs it (here with ONNX Runtime, standing in for
-    the device's own runtime).
+    Everything it needs comes from :mod:`acekit.target`: ``TargetBase`` checks the
+    options against the schema (when settings are built or loaded) and hands the
+    checked options to ``rules``, the shared lowering writes the ONNX file, and ``load``
+    runs it (here with ONNX Runtime, standing in for the device's own runtime).
     """
 
     name: ClassVar[str] = "example-target"
@@ -89,18 +89,13 @@ class ExampleTarget:
         ),
     }
 
-    def validate_options(self, options: Mapping[str, Any]) -> dict[str, Scalar]:
-        """The options checked against :attr:`options`, with defaults filled in."""
-        return check_options(self.name, self.options, options)
-
-    def quantization_rules(self, options: Mapping[str, Any]) -> QuantRules:
+    def rules(self, options: Mapping[str, Scalar]) -> QuantRules:
         """s8 symmetric activations and weights; ReLU absorbed, pooling passed through."""
-        weight_bits = int(self.validate_options(options)["weight_bits"])
         conv = OpRule(activations=(0,), weight=1, weight_axis=0, output=True)
         return QuantRules(
             activation=QuantSpec(bits=8, signed=True, symmetric=True),
             weight=QuantSpec(
-                bits=weight_bits,
+                bits=int(options["weight_bits"]),
                 signed=True,
                 symmetric=True,
                 granularity=Granularity.PER_CHANNEL,
@@ -122,8 +117,7 @@ class ExampleTarget:
     ) -> Path:
         """Write ``graph`` as QDQ ONNX (checked, atomic) with acekit's shared lowering."""
         checked = self.validate_options(options)
-        rules = self.quantization_rules(checked)
-        return export_qdq_onnx(graph, path, rules, opset=int(checked["opset"]))
+        return export_qdq_onnx(graph, path, self.rules(checked), opset=int(checked["opset"]))
 
     def load(self, path: str | os.PathLike[str]) -> Any:
         """A callable running the exported file: tensors in, list of tensors out."""
