@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for subject, _, fp32 in trained:
         lines += ["", f"### {subject.name}", "", *table(fp32, rows[subject.name])]
-    body = "\n".join(lines) + "\n"
+    body = "\n".join(lines) + "\n" + NOTES
     print(body)
     if args.write_docs:
         write_section("Post-training algorithms on real data (digits)", body)
@@ -270,6 +270,23 @@ HEADER = (
     "process's (it includes the ~1 GB the libraries and models hold)."
 )
 
+NOTES = """
+How each peer is run (`benchmarks/peers.py`): NNCF `nncf.quantize` with its defaults
+(min/max, fast bias correction; `ModelType.TRANSFORMER` for the transformer, which adds
+SmoothQuant and the mixed preset), W8A8 only: its hardware configs admit no 4-bit
+quantizer in `quantize` (4-bit weights are `compress_weights`, weight-only). AIMET:
+`equalize_model` (BatchNorm folding, cross-layer scaling, high-bias absorption), then
+`Adaround.apply_adaround` (tf-enhanced ranges, AIMET's per-channel config) and a
+`QuantizationSimModel` with the AdaRound encodings frozen and 8-bit activations
+calibrated; AdaRound steps per layer are acekit's (AIMET's default, 15 000 at 4 bits,
+is 15x the work: about 40 ms a step here, 10 minutes a layer); aimet-torch 2.x has no
+bias correction for PyTorch (the v1 module is gone), so none is applied. GPTQ:
+GPTQModel's `GPTQ` per conv/linear layer in execution order (BatchNorm folded first;
+per-channel symmetric, no groups, no act-order), then `acekit.compile` at W8A8 of the
+GPTQ-rounded float model: the 8-bit weight grid stores GPTQ's 4-bit values to within
+1/30 of a 4-bit step, and the activations are acekit's. NNCF and AIMET accuracies are
+their own torch fake-quant models on the same test images (no ONNX Runtime column).
+"""
 
 if __name__ == "__main__":
     raise SystemExit(main())
