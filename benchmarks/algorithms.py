@@ -22,6 +22,7 @@ Run: ``.venv/bin/python -m benchmarks.algorithms [--write-docs] [--bits 8,4,3]``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import sys
 import tempfile
@@ -55,6 +56,14 @@ VARIANTS = (
 #: Extra acekit rows for the transformer (SmoothQuant finds its pre-norm sites).
 TRANSFORMER_VARIANTS = (("smoothquant + bias-correction", "smoothquant,bias-correction"),)
 CALIBRATION_BATCHES = 16
+#: The rows ``--quick`` keeps: the baseline, the default, and the best of each kind.
+QUICK = (
+    "round-to-nearest (baseline)",
+    "bias-correction (fast, default)",
+    "adaround",
+    "gptq + bias-correction",
+    "smoothquant + bias-correction",
+)
 
 
 @dataclass(frozen=True)
@@ -118,25 +127,35 @@ def acekit_rows(
     data: tuple[TensorDataset, TensorDataset],
     bits_list: tuple[int, ...],
     folder: Path,
+    quick: bool = False,
 ) -> list[Row]:
-    """Every acekit algorithm at every width, plus a mixed-precision search at W8."""
+    """Every acekit algorithm at every width, plus a mixed-precision search at W8.
+
+    ``quick``: only the rows the goals compare (:data:`QUICK`; AdaRound at W4 only).
+    """
     train_data, test_data = data
     variants = VARIANTS + (TRANSFORMER_VARIANTS if subject.transformer else ())
     variants = tuple(
         (label, spec.replace("ITER", str(subject.iterations))) for label, spec in variants
     )
-    runs = [(bits, f"W{bits}A8", label, spec) for bits in bits_list for label, spec in variants]
+    runs = [
+        (bits, f"W{bits}A8", label, spec)
+        for bits in bits_list
+        for label, spec in variants
+        if not quick or (label in QUICK and (bits < 8 or "adaround" not in spec))
+    ]
     # Mixed precision from the W8 calibration, to the size of all-4-bit weights.
     w4_bytes = sum(p.numel() for p in model.parameters() if p.dim() > 1) // 2
-    runs.insert(
-        len(variants),
-        (
-            8,
-            "mixed",
-            f"mixed-precision to the W4 size ({w4_bytes} B) + bias-correction",
-            f"mixed-precision{{budget_bytes={w4_bytes}}},bias-correction",
-        ),
-    )
+    if not quick:
+        runs.insert(
+            len(variants),
+            (
+                8,
+                "mixed",
+                f"mixed-precision to the W4 size ({w4_bytes} B) + bias-correction",
+                f"mixed-precision{{budget_bytes={w4_bytes}}},bias-correction",
+            ),
+        )
     rows = []
     for bits, weights, label, spec in runs:
         qm, cost = peers.measure(
@@ -224,11 +243,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md")
     parser.add_argument("--bits", default="8,4,3", help="weight widths, e.g. 8,4")
     parser.add_argument("--no-peers", action="store_true", help="acekit rows only")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the rows the goals compare, the transformer trained 10 epochs, "
+        "AdaRound 500 steps/layer on the CNN and 200 on the transformer (acekit and AIMET)",
+    )
     args = parser.parse_args(argv)
     bits_list = tuple(int(b) for b in args.bits.split(","))
+    subjects = SUBJECTS
+    if args.quick:
+        subjects = (
+            dataclasses.replace(SUBJECTS[0], iterations=500),
+            dataclasses.replace(SUBJECTS[1], epochs=10, iterations=200),
+        )
     data = digits()
     trained = []
-    for subject in SUBJECTS:
+    for subject in subjects:
         torch.manual_seed(SEED)
         model = subject.build()
         train(model, data[0], epochs=subject.epochs, lr=3e-3)
@@ -240,14 +271,14 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(scratch)
         # acekit first: the peers are imported only after every acekit row ran.
         for subject, model, _ in trained:
-            rows[subject.name] = acekit_rows(subject, model, data, bits_list, folder)
+            rows[subject.name] = acekit_rows(subject, model, data, bits_list, folder, args.quick)
         if not args.no_peers:
             peer_versions = peers.load()
             for subject, model, _ in trained:
                 rows[subject.name] += peer_rows(subject, model, data, bits_list, folder)
     lines = [
         f"Measured {today()} on {machine()}; {versions()}; {peer_versions}.",
-        HEADER,
+        HEADER + (" This run: `--quick`." if args.quick else ""),
     ]
     for subject, _, fp32 in trained:
         lines += ["", f"### {subject.name}", "", *table(fp32, rows[subject.name])]
@@ -261,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
 HEADER = (
     "Models: the CNN of `examples/digits_qat.py` and the 2-block pre-norm transformer of "
     "`benchmarks/digits_transformer.py`, trained 30 epochs with seed 0 on scikit-learn "
-    "`load_digits` (real 8x8 handwritten digits, stratified 70/30 split); every method "
+    "`load_digits` (real 8x8 handwritten digits, stratified 70/30 split; `--quick`: the "
+    "transformer 10 epochs); every method "
     "calibrated on the same 16 batches of 32 training images, accuracy on the 540 test "
     "images; `python -m benchmarks.algorithms`. No training after the float model. "
     "Seconds and peak RSS: the whole quantization call (acekit: `acekit.compile`; "
