@@ -262,7 +262,8 @@ def window_step(
         dilation=(dh, dw),
         groups=int(attributes.get("groups", 1)),
     )
-    return out, targets[pick][:, :, top : top + rows, left : left + cols]
+    # Cut before gathering: a full target map per sample would cost more than the step.
+    return out, targets[:, :, top : top + rows, left : left + cols][pick]
 
 
 def _pair(value: Any) -> tuple[int, int]:
