@@ -114,3 +114,35 @@ def test_rounded_weights_start_quantization_aware_training(tmp_path: Path) -> No
         assert math.isfinite(float(loss))
     moved = [name for name, p in qm.named_parameters() if not torch.equal(p, before[name])]
     assert any(name.endswith("head.weight") for name in moved), moved
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "dilation", "size"),
+    [(3, 1, 1, 1, 8), (7, 2, 3, 1, 5), (3, 2, 0, 2, 4), (1, 1, 0, 1, 16)],
+)
+def test_a_window_step_equals_the_same_window_of_the_full_convolution(
+    kernel: int, stride: int, padding: int, dilation: int, size: int
+) -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from acekit_algorithms.adaround import LayerData, window_step
+
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 4, 40, 36, generator=generator)
+    weight = torch.randn(5, 4, kernel, kernel, generator=generator)
+    bias = torch.randn(5, generator=generator)
+    attributes = {"stride": [stride], "padding": [padding], "dilation": [dilation], "groups": 1}
+    full = F.conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation)
+    layer = cast(Any, SimpleNamespace(node=SimpleNamespace(op="conv2d", attrs=attributes)))
+    pick = torch.tensor([4, 0, 2])
+    seen = set()
+    for _ in range(20):
+        out, target = window_step(layer, LayerData(x, full), pick, weight, bias, size, generator)
+        assert (
+            out.shape == target.shape == (3, 5, min(size, full.shape[2]), min(size, full.shape[3]))
+        )
+        # The target is a window of the full output; the window's output must equal it.
+        torch.testing.assert_close(out, target, rtol=1e-4, atol=1e-4)
+        seen.add(float(target.sum()))
+    assert len(seen) > 1  # windows move over the map

@@ -15,11 +15,12 @@ Runs after ``calibrate`` (the weight scales are the target's, from its rules).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from acekit.ir.graph import Graph
 from acekit.logging import get_logger, progress
@@ -121,6 +122,10 @@ class AdaRound(CalibrationReader, Pass):
         default=0.2, validator=[attrs.validators.ge(0), attrs.validators.lt(1)]
     )
     seed: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    #: Output rows/columns of a conv2d map each step reconstructs (a random window; 0: the
+    #: whole map). Why: a step on a window costs what the window does, so a 56x56 map
+    #: trains ~49x faster per step at window 8, and the windows cover the map over steps.
+    window: int = attrs.field(default=8, validator=attrs.validators.ge(0))
 
     def run(self, graph: Graph) -> PassResult:
         """Round every quantized layer in order; stats: layers, mean errors before/after."""
@@ -200,8 +205,10 @@ class AdaRound(CalibrationReader, Pass):
                 pick = pick.to(data.inputs.device)
                 h = _soft(v)
                 q = torch.clamp(floor + h + zero, spec.qmin, spec.qmax)
-                out = layer.forward(data.inputs[pick], (q - zero) * scale, b)
-                loss = _reconstruction(layer, out, data.targets[pick])
+                out, target = window_step(
+                    layer, data, pick, (q - zero) * scale, b, self.window, generator
+                )
+                loss = _reconstruction(layer, out, target)
                 if step >= warm:
                     progress_ = (step - warm) / max(self.iterations - warm, 1)
                     beta = _BETA_END + (_BETA_START - _BETA_END) * (1 - progress_)
@@ -233,6 +240,71 @@ def _shortage(graph: Graph, layer: Layer, data: LayerData) -> str | None:
         f"the calibration data gave {vectors} (use at least {-(-needed // per_batch)} "
         "batches: adaround{batches=...} or more calibration data)"
     )
+
+
+def window_step(
+    layer: Layer,
+    data: LayerData,
+    pick: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    size: int,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """The layer's output on the samples ``pick`` and its float target, both cut to one
+    random ``size`` x ``size`` window of a conv2d output map (whole tensors otherwise).
+
+    The input patch that produces the window is cut (and zero-padded where the window
+    touches the border) before the samples are gathered, so the window's output equals
+    the same window of the full convolution.
+    """
+    attributes = {k: v for k, v in layer.node.attrs.items() if k != "training"}
+    targets = data.targets
+    padding = attributes.get("padding", 0)
+    if (
+        layer.node.op != "conv2d"
+        or size == 0
+        or isinstance(padding, str)
+        or max(targets.shape[-2:]) <= size
+    ):
+        return layer.forward(data.inputs[pick], weight, bias), targets[pick]
+    (ph, pw), (sh, sw), (dh, dw) = (
+        _pair(padding),
+        _pair(attributes.get("stride", 1)),
+        _pair(attributes.get("dilation", 1)),
+    )
+    height, width = targets.shape[-2:]
+    rows, cols = min(size, height), min(size, width)
+    top = int(torch.randint(height - rows + 1, (1,), generator=generator))
+    left = int(torch.randint(width - cols + 1, (1,), generator=generator))
+    in_height, in_width = data.inputs.shape[-2:]
+    r0 = top * sh - ph
+    r1 = (top + rows - 1) * sh - ph + (weight.shape[-2] - 1) * dh + 1
+    c0 = left * sw - pw
+    c1 = (left + cols - 1) * sw - pw + (weight.shape[-1] - 1) * dw + 1
+    patch = data.inputs[:, :, max(r0, 0) : min(r1, in_height), max(c0, 0) : min(c1, in_width)]
+    patch = F.pad(
+        patch[pick],
+        (max(-c0, 0), max(c1 - in_width, 0), max(-r0, 0), max(r1 - in_height, 0)),
+    )
+    out = F.conv2d(
+        patch,
+        weight,
+        bias,
+        stride=(sh, sw),
+        padding=0,
+        dilation=(dh, dw),
+        groups=int(attributes.get("groups", 1)),
+    )
+    # Cut before gathering: a full target map per sample would cost more than the step.
+    return out, targets[:, :, top : top + rows, left : left + cols][pick]
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    pair = tuple(int(v) for v in value)
+    return (pair[0], pair[0]) if len(pair) == 1 else (pair[0], pair[1])
 
 
 def _reconstruction(layer: Layer, out: Tensor, target: Tensor) -> Tensor:
