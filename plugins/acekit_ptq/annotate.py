@@ -231,11 +231,7 @@ def _upstream(value: Value, rules: QuantRules) -> Value:
 def _passes_through(value: Value, rules: QuantRules) -> bool:
     """Whether ``value`` comes from a pass-through op (quantized at that op's input)."""
     producer = value.producer
-    return (
-        producer is not None
-        and producer.op in rules.passthrough
-        and bool(producer.inputs)
-    )
+    return producer is not None and producer.op in rules.passthrough and bool(producer.inputs)
 
 
 def _mark_skipped(node: Node, rule: OpRule, reason: str) -> None:
