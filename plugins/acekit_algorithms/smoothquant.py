@@ -159,6 +159,10 @@ class SmoothQuant(CalibrationReader, Pass):
         context = current_context(self.name)
         found = sites(graph, insert=self.insert)
         reason = no_data_reason(context)
+        if reason is None and not any(node.op == "layer_norm" for node in graph.nodes):
+            # The outlier channels SmoothQuant is for come out of transformers' LayerNorms;
+            # a multiply inserted into a CNN's classifier only costs speed.
+            reason = "no LayerNorm in the graph (SmoothQuant is for transformer linear layers)"
         if reason is None and not found:
             reason = (
                 "no linear layer reads an activation"
@@ -195,6 +199,12 @@ class SmoothQuant(CalibrationReader, Pass):
             )
             smoothed += 1
             inserted += site.norm_refs is None
+        if smoothed == 0:
+            log.info(
+                f"SmoothQuant: did nothing: none of the {len(found)} linear inputs has outlier "
+                f"channels it can smooth (spread >= outlier_ratio {self.outlier_ratio} and an "
+                "alpha that lowers the error)"
+            )
         norms = sum(site.norm_refs is not None for site in found)
         log.info(
             f"SmoothQuant: {smoothed - inserted} of {norms} LayerNorms smoothed",
