@@ -21,7 +21,7 @@ from acekit.passes import Pass, PassResult
 from acekit.quant import qmath
 from acekit.quant.context import current_context
 from acekit.runtime.codegen import to_module
-from acekit.settings import Settings
+from acekit.settings import QuantizationAlgorithm, Settings
 from acekit_ptq.bias_range import widen_weight_scales_for_bias
 from acekit_ptq.observers import OBSERVER_KINDS, Observer, all_reduce_observer, make_observer
 from acekit_ptq.weight_clipping import clipped_qparams
@@ -58,7 +58,9 @@ class Calibrate(Pass):
     observer: str = attrs.field(default="mse", validator=_check_kind)
     #: Weight ranges: ``minmax``, ``mse`` (per-channel clipping search, see
     #: :mod:`acekit_ptq.weight_clipping`) or ``auto`` (``mse`` below 8 bits, where
-    #: min/max wastes most levels on a channel's largest weights; ``minmax`` at 8).
+    #: min/max wastes most levels on a channel's largest weights; ``minmax`` at 8 and
+    #: under QAT, where training moves the weights past a range clipped to their start:
+    #: digits W4A8 QAT 98.52 % from min/max, 97.78 % from clipped ranges).
     weights: str = attrs.field(
         default="auto", validator=attrs.validators.in_(("auto", "minmax", "mse"))
     )
@@ -102,12 +104,13 @@ class Calibrate(Pass):
         for i, value in enumerate(by_name, 1):
             log.info(f"Processing Quantization statistics {i}/{len(by_name)}: '{value.name}'")
             value.quant = _calibrated(value, observers[value.name])
+        qat = context.settings.quantization.quantization_algorithm is QuantizationAlgorithm.QAT
         for value in weights:
             spec = value.quant
             if spec is not None and spec.block_size is not None:
                 value.quant = _calibrated_blocks(graph, value)
             else:
-                value.quant = self._weight_spec(graph, value)
+                value.quant = self._weight_spec(graph, value, qat)
         widened = widen_weight_scales_for_bias(graph, context.rules)
         if widened:
             log.info(
@@ -126,10 +129,10 @@ class Calibrate(Pass):
             },
         )
 
-    def _weight_spec(self, graph: Graph, value: Value) -> QuantSpec:
+    def _weight_spec(self, graph: Graph, value: Value, qat: bool) -> QuantSpec:
         spec = value.quant
         assert spec is not None and value.producer is not None
-        clip = self.weights == "mse" or (self.weights == "auto" and spec.bits < 8)
+        clip = self.weights == "mse" or (self.weights == "auto" and spec.bits < 8 and not qat)
         if not clip:
             return _calibrated(value, _weight_observer(graph, value))
         tensor = graph.tensors[str(value.producer.attrs["ref"])]
