@@ -69,7 +69,9 @@ def generalize_types(graph: Graph, inputs: Sequence[Any], free: FreeDims) -> lis
         if node.op not in ("parameter", "constant", "output")
         for value in node.outputs
     ]
-    base, _ = _record(graph, values, list(inputs))
+    base = _typed_shapes(values)
+    if base is None:
+        base, _ = _record(graph, values, list(inputs))
     fixed: list[FixedDim] = []
     moved, failure = _record(graph, values, free.resized(inputs))
     if failure is not None:
@@ -102,6 +104,18 @@ def generalize_types(graph: Graph, inputs: Sequence[Any], free: FreeDims) -> lis
             # Exports trace the graph at these sizes (a size of 1 would be specialised).
             value.producer.attrs["example_shape"] = before
     return fixed
+
+
+def _typed_shapes(values: Sequence[Value]) -> dict[str, tuple[int, ...] | None] | None:
+    """The example's shapes as the parser typed them, or ``None`` where a type is not a
+    concrete shape (then the graph is run instead: one forward pass fewer otherwise)."""
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    for value in values:
+        shape = value.type.shape
+        if shape is None or not all(isinstance(d, int) for d in shape):
+            return None
+        shapes[value.name] = tuple(int(d) for d in shape)
+    return shapes
 
 
 def _record(
