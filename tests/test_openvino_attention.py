@@ -174,3 +174,31 @@ def test_the_export_has_zero_point_0_on_both_matmul_inputs_and_matches_qm(
         attention_ops = {p for (op, p) in executed if op in ("Subgraph", "MatMul")}
         assert attention_ops and attention_ops <= {"i8", "u8"}, executed
         assert all(p in ("u8", "i8") for _, p in runner.linear_precisions()), executed
+
+
+class SharedInput(nn.Module):
+    """One tensor read by a Linear (u8 with a zero point) and by a MatMul (zero point 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(DIM, DIM), nn.Linear(DIM, DIM)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.first(x)
+        return self.second(y) + torch.matmul(y, y.transpose(-1, -2)).softmax(-1) @ y
+
+
+def test_a_tensor_read_by_a_linear_and_a_matmul_is_symmetric(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    data = [torch.randn(1, TOKENS, DIM) for _ in range(2)]
+    qm = acekit.compile(
+        SharedInput().eval(),
+        settings=Settings(deployment=DeploymentSettings(target_framework="openvino")),
+        example_inputs=(data[0],),
+        calibration_inputs=data,
+        pipeline="cleanup,ptq",
+        logs_dir=str(tmp_path),
+    )
+    first = next(node for node in qm.graph.nodes if node.op == "linear")
+    spec = first.outputs[0].quant
+    assert spec is not None and spec.signed and spec.symmetric and spec.zero_point == (0,)
