@@ -163,6 +163,9 @@ def check_rules(target: Any, options: Mapping[str, Any] | None = None) -> QuantR
             problems.append(f"op {op!r}: input indices must be distinct and >= 0: {indices}")
         if rule.bias is not None and rule.weight is None:
             problems.append(f"op {op!r}: a bias needs a weight (s_input * s_weight)")
+        for role, own in (("activation", rule.activation), ("nonnegative", rule.nonnegative)):
+            if own is not None:
+                problems += [f"op {op!r} {role} spec: {p}" for p in _template_problems(own)]
     names = {*rules.ops, *rules.absorbed, *rules.passthrough, *rules.bias_scale_through}
     problems += [f"unknown IR op {op!r}" for op in sorted(names) if op not in known]
     if problems:

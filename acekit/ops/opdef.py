@@ -17,7 +17,9 @@ An :class:`OpDef` is all the kernel and the built-in plugins need to know about 
   is a function with the kernel's signature, run instead of the kernel while exporting,
   for kernels whose torch calls the exporter cannot lower (or lowers poorly);
 - ``onnx_types``: the ONNX op types the op exports as, for passes over the exported file
-  (the QDQ lowering follows a bias's input scale through ops that move values).
+  (the QDQ lowering follows a bias's input scale through ops that move values);
+- ``nonnegative``: the op's output is never negative (softmax, ReLU, sigmoid), so a
+  quantizer may give it an unsigned range starting at 0 (see ``OpRule.nonnegative``).
 
 Core ops and plugin ops are defined the same way; a plugin registers its definitions
 from ``acekit_register_ops`` with ``registry.add_op(OpDef(...))``.
@@ -76,6 +78,7 @@ class OpDef:
     aten: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple, validator=_names)
     onnx: KernelFn | None = attrs.field(default=None, validator=_optional_callable)
     onnx_types: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple, validator=_names)
+    nonnegative: bool = False
 
     @property
     def name(self) -> str:

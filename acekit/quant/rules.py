@@ -34,6 +34,14 @@ class OpRule:
             ``absorbed`` ops; the deepest, when several do) stays float so the fusion
             happens, and the others are quantized. An op none of whose inputs comes
             from such an op is not a residual and stays float.
+        activation: The spec of this op's activation inputs instead of the rules'
+            ``activation`` template (bits still come from the settings). OpenVINO
+            quantizes both inputs of a MatMul of two activations (attention's) signed
+            symmetric: its int8 MatMul takes no activation zero point.
+        nonnegative: The spec of an activation input that is never negative (its
+            producer's op definition says ``nonnegative``: softmax, ReLU), instead of
+            ``activation``: an unsigned range from 0 keeps the zero point at 0 without
+            spending a bit on the sign.
     """
 
     activations: tuple[int, ...] = (0,)
@@ -42,6 +50,8 @@ class OpRule:
     output: bool = False
     bias: int | None = None
     epilogue_of: frozenset[str] = frozenset()
+    activation: QuantSpec | None = None
+    nonnegative: QuantSpec | None = None
 
     @property
     def weighted(self) -> bool:
@@ -109,6 +119,19 @@ class QuantRules:
     def activation_spec(self, bits: int | None = None) -> QuantSpec:
         """The activation template, with ``bits`` when given."""
         spec = self.activation
+        return spec if bits is None else attrs.evolve(spec, bits=bits)
+
+    def input_spec(
+        self, rule: OpRule, bits: int | None = None, *, nonnegative: bool = False
+    ) -> QuantSpec:
+        """The spec of an activation input of an op that ``rule`` runs, with ``bits``.
+
+        The rule's own spec when it has one (``rule.nonnegative`` for a tensor that is
+        never negative, else ``rule.activation``), otherwise the activation template.
+        """
+        spec = (rule.nonnegative if nonnegative else None) or rule.activation
+        if spec is None:
+            return self.activation_spec(bits)
         return spec if bits is None else attrs.evolve(spec, bits=bits)
 
     def storage_range(self, bits: int, signed: bool) -> tuple[int, int]:

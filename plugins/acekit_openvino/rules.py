@@ -15,6 +15,13 @@ LPT documentation and NNCF's CPU hardware configuration (``cpu.json``):
   kernel) and the residual Add of a ResNet reads two quantized inputs, as NNCF places
   them. Linear layers give a float output: GELU, LayerNorm and the transformer's
   residual stream stay float (quantizing them is what costs NNCF's ViT fidelity).
+* A MatMul's activation inputs have zero point 0: signed symmetric (s8) where the tensor
+  can be negative (attention's q, k, v), unsigned from 0 (u8) where it cannot (the
+  softmax; the op definitions say which tensors are never negative). LPT folds no
+  activation zero point into an int8 MatMul: with one, the dequantization ``Subtract``
+  stays in front and OpenVINO runs the attention in bf16 (measured on
+  all-MiniLM-L6-v2). NNCF makes these inputs symmetric too (``ModelType.TRANSFORMER``:
+  MatMuls without a constant input, signed or not from the statistics).
 * Max pooling, reshape and transpose commute with quantization: the tensor is
   quantized above them and they run on u8.
 * Biases stay float: LPT adds them after the integer accumulation.
@@ -57,7 +64,11 @@ _OPS: Mapping[str, OpRule] = {
     "conv2d": _CONV,
     "conv3d": _CONV,
     "linear": OpRule(activations=(0,), weight=1, weight_axis=0),
-    "matmul": OpRule(activations=(0, 1)),
+    "matmul": OpRule(
+        activations=(0, 1),
+        activation=QuantSpec(bits=8, signed=True, symmetric=True),
+        nonnegative=QuantSpec(bits=8, signed=False, symmetric=False),
+    ),
     "adaptive_avg_pool2d": OpRule(activations=(0,), output=True),
 }
 

@@ -17,6 +17,7 @@ import attrs
 from acekit.ir.graph import Graph, Node, Value
 from acekit.ir.quant import QuantSpec
 from acekit.logging import get_logger
+from acekit.ops import OPDEFS
 from acekit.passes import Pass, PassResult
 from acekit.quant.context import current_context
 from acekit.quant.deploy import FOLDED_AT_DEPLOYMENT, is_weight
@@ -128,7 +129,7 @@ def _annotate(
     weight_bits: int,
     marks: _Marks,
 ) -> None:
-    activation = rules.activation_spec(activation_bits)
+    activation = rules.input_spec(rule, activation_bits)
     inputs = node.inputs
     activations = rule.activations
     if rule.epilogue_of:
@@ -139,7 +140,9 @@ def _annotate(
             if is_weight(value):
                 _mark(value, rules.weight_spec(None, weight_bits))
             elif not _is_constant(value):
-                _mark(_upstream(value, rules), activation)
+                source = _upstream(value, rules)
+                spec = rules.input_spec(rule, activation_bits, nonnegative=_nonnegative(source))
+                _mark(source, spec)
                 marks.read(node, index, rules)
     if rule.weight is not None and rule.weight < len(inputs):
         weight = inputs[rule.weight]
@@ -159,7 +162,7 @@ def _annotate(
             output.users[0].op in rules.absorbed or output.users[0].op in FOLDED_AT_DEPLOYMENT
         ):
             output = output.users[0].outputs[0]
-        _mark(output, activation)
+        _mark(output, rules.activation_spec(activation_bits))
         marks.produced.add(id(output))
 
 
@@ -234,6 +237,15 @@ def _passes_through(value: Value, rules: QuantRules) -> bool:
     return producer is not None and producer.op in rules.passthrough and bool(producer.inputs)
 
 
+def _nonnegative(value: Value) -> bool:
+    """Whether ``value`` is never negative: its producer's op definition says so."""
+    producer = value.producer
+    if producer is None:
+        return False
+    opdef = OPDEFS.get(producer.op)
+    return opdef is not None and opdef.nonnegative
+
+
 def _mark_skipped(node: Node, rule: OpRule, reason: str) -> None:
     skipped = QuantSpec.skipped(reason)
     if rule.weight is not None and rule.weight < len(node.inputs):
@@ -251,9 +263,15 @@ def _mark(value: Value, spec: QuantSpec) -> None:
     current = value.quant
     if current is None or current.skip:
         value.quant = spec
-    elif current.bits < spec.bits:
+        return
+    if spec.symmetric and not current.symmetric:
+        # A reader that needs zero point 0 (an op rule's own spec) gets it; affine
+        # readers run on a symmetric tensor too.
+        current = attrs.evolve(spec, bits=max(spec.bits, current.bits))
+    if current.bits < spec.bits:
         # Two readers want different widths: the wider one serves both.
-        value.quant = attrs.evolve(current, bits=spec.bits)
+        current = attrs.evolve(current, bits=spec.bits)
+    value.quant = current
 
 
 def _is_float(value: Value) -> bool:

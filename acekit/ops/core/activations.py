@@ -144,12 +144,14 @@ DEFINITIONS = [
         ),
         methods=("relu",),
         aten=("relu",),
+        nonnegative=True,
     ),
     OpDef(
         unary("relu6"),
         kernel=_ACTIVATION["relu6"],
         functions=(F.relu6,),
         methods=("relu6",),
+        nonnegative=True,
     ),
     OpDef(
         unary("gelu", approximate=STR),
@@ -182,6 +184,7 @@ DEFINITIONS = [
         ),
         methods=("sigmoid",),
         aten=("sigmoid",),
+        nonnegative=True,
     ),
     OpDef(
         unary("tanh"),
@@ -206,6 +209,7 @@ DEFINITIONS = [
         functions=(F.hardsigmoid,),
         methods=("hardsigmoid",),
         aten=("hardsigmoid",),
+        nonnegative=True,
     ),
     OpDef(
         unary("hardtanh", min_val=FLOAT, max_val=FLOAT),
@@ -246,6 +250,7 @@ DEFINITIONS = [
             torch.softmax,
         ),
         methods=("softmax",),
+        nonnegative=True,
     ),
     OpDef(
         unary("log_softmax", dim=INT),
