@@ -99,3 +99,23 @@ def test_vit_b_16_through_the_backend_logs_the_seed_numbers(tmp_path: Path) -> N
     assert "Parsed to -> 'heads_head' (Subgraph: 'VisionTransformer/heads')" in log
     assert "Removed 37 Dropout layers" in log
     assert "Calibrating Model: 100%" in log
+
+
+@pytest.mark.parametrize("dynamic", [None, True], ids=["recompiled", "dynamic"])
+def test_the_compiled_model_runs_at_other_batch_sizes(tmp_path: Path, dynamic: bool | None) -> None:
+    # At a new batch size dynamo compiles again with symbolic sizes (s0) among the graph
+    # inputs (at once with dynamic=True): they are sizes, not model inputs, and the model
+    # keeps the QuantizedModule of its first call.
+    model = trained_like(SmallCNN(), (2, 3, 32, 32))
+    data = [torch.randn(2, 3, 32, 32) for _ in range(3)]
+    options = {"calibration_inputs": data, "logs_dir": str(tmp_path)}
+    compiled = torch.compile(model, backend="clika", options=options, dynamic=dynamic)
+    with torch.no_grad():
+        compiled(data[0])
+        qm = compiled.quantized_module()
+        for batch in (5, 1):
+            x = torch.randn(batch, 3, 32, 32)
+            y = compiled(x)
+            assert y.shape[0] == batch
+            assert torch.allclose(y, qm(x), atol=1e-6)
+    assert compiled.quantized_module() is qm

@@ -481,6 +481,35 @@ def test_make_backend_runs_the_generated_module() -> None:
     assert len(seen) == 1 and seen[0].name == "Mixed"
 
 
+def test_symbolic_sizes_from_dynamo_are_shapes_of_the_input() -> None:
+    class Flat(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return y.reshape(y.shape[0], -1)
+
+    model = Flat().eval()
+    seen: list[Graph] = []
+
+    def on_graph(graph: Graph) -> Graph:
+        seen.append(graph)
+        return graph
+
+    torch._dynamo.reset()
+    backend = acekit_fx.make_backend(on_graph)
+    compiled = torch.compile(model, backend=backend, dynamic=True)
+    with torch.no_grad():
+        for batch in (2, 5):
+            x = torch.randn(batch, 3, 8, 8)
+            assert_matches(model(x), compiled(x))
+    (graph,) = seen  # one graph serves both batch sizes
+    assert [n.name for n in graph.input_nodes] == ["x"]
+    assert any(n.op == "shape" and n.inputs[0].producer.op == "input" for n in graph.nodes)
+
+
 def test_exported_program_parses_with_state_dict_refs(fx_registered: None) -> None:
     model = Mixed().eval()
     x = torch.randn(2, 3, 8, 8)

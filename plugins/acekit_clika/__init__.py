@@ -70,10 +70,18 @@ def clika_backend(
         for i, example in enumerate(example_inputs)
         if i not in positions and isinstance(example, torch.nn.Parameter)
     ]
+    graph_break = _graph_break()
+    if graph_break is not None:
+        raise ClikaBackendError(
+            f"dynamo split the model's forward into partial graphs ({graph_break}); the "
+            "clika backend quantizes a whole forward, calibrated with the model's inputs. "
+            "Remove the graph break, or quantize with acekit.compile(model, "
+            "example_inputs=..., calibration_inputs=...), which parses the whole model"
+        )
     owner = _whole_module()
     # Dynamo compiles the whole forward again when a guard fails (train/eval, grad mode,
     # new shapes): the model keeps the QuantizedModule it has, scales and training
-    # included. Partial graphs (graph breaks) are each quantized on their own.
+    # included.
     module = None
     if owner is not None:
         module = next((m for m in map(_lookup, lifted) if m is not None), None)
@@ -152,6 +160,25 @@ def _whole_module() -> torch.nn.Module | None:
     return owner if whole else None
 
 
+def _graph_break() -> str | None:
+    """Where and why dynamo broke the graph it hands over, or ``None`` for a whole graph.
+
+    Reads dynamo's translator (private API, so any surprise means ``None``).
+    """
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        reason = InstructionTranslator.current_tx().output.compile_subgraph_reason
+        if reason is None or not reason.graph_break:
+            return None
+        frame = reason.user_stack[-1] if reason.user_stack else None
+        where = f" at {frame.filename}:{frame.lineno}" if frame is not None else ""
+        first = str(reason.reason).strip().splitlines()
+    except Exception:
+        return None
+    return f"graph break{where}: {first[0] if first else 'unknown reason'}"
+
+
 def quantized_module(compiled: torch.nn.Module) -> QuantizedModule:
     """The QuantizedModule behind a model compiled with ``backend="clika"``.
 
@@ -204,6 +231,29 @@ def _install_methods() -> None:
     if callable(initialize) and not getattr(initialize, "_acekit_onnx_export", False):
         wrapped = _forward_exported_through_quantized_module(initialize)
         OptimizedModule._initialize = wrapped  # type: ignore[method-assign]
+    wrapper = getattr(torch, "_TorchCompileWrapper", None)
+    equals = getattr(wrapper, "__eq__", None)
+    if callable(equals) and not getattr(equals, "_acekit_tensor_options", False):
+        wrapper.__eq__ = _equal_or_different(equals)  # type: ignore[method-assign]
+
+
+def _equal_or_different(equals: Callable[..., bool]) -> Callable[..., bool]:
+    """``_TorchCompileWrapper.__eq__`` that holds options with tensors in them different.
+
+    Dynamo compares the backend of a cached compile with the new one when the same code
+    (a second model of one class, a new shape) compiles again; torch compares the options
+    with ``==``, which for two lists of calibration tensors raises "Boolean value of
+    Tensor ... is ambiguous". Such options are different options.
+    """
+
+    def __eq__(self: Any, other: object) -> bool:
+        try:
+            return bool(equals(self, other))
+        except RuntimeError:
+            return False
+
+    __eq__._acekit_tensor_options = True  # type: ignore[attr-defined]
+    return __eq__
 
 
 def _quantized_or_none(compiled: Any) -> QuantizedModule | None:

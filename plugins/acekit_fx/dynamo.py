@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.fx
 
-from acekit.ir import Graph
+from acekit.ir import Graph, Value
 from acekit.logging import get_logger
 from acekit.parsing import type_of
 from acekit_fx.context import NodeContext
@@ -37,7 +37,8 @@ def is_dynamo_graph(gm: torch.fx.GraphModule) -> bool:
 
 
 def classify_placeholder(node: torch.fx.Node, example: Any) -> tuple[str, str]:
-    """``(kind, name)``: ``("input", "x")``, ``("parameter", "conv.weight")``, ``("buffer", ...)``.
+    """``(kind, name)``: ``("input", "x")``, ``("parameter", "conv.weight")``, ``("buffer", ...)``,
+    ``("constant", ...)`` or ``("size", "s0")``.
 
     Uses the dynamo source when there is one, else the lifted name
     (``l_self_modules_conv_parameters_weight_``), else whether the example is a
@@ -65,6 +66,10 @@ def classify_placeholder(node: torch.fx.Node, example: Any) -> tuple[str, str]:
         return (kind, ".".join(parts))
     if isinstance(example, torch.nn.Parameter):
         return ("parameter", node.name)
+    if isinstance(example, (int, torch.SymInt)):
+        # A size dynamo made symbolic (``s0`` for ``L['x'].size()[0]``) after a call at
+        # another shape: it comes from an input's shape, it is not an input itself.
+        return ("size", node.name)
     return ("input", node.name)
 
 
@@ -87,13 +92,36 @@ def parse_dynamo_graph(
     graph = Graph(model_name)
     converter = Converter(graph, model_name)
     converter.owner = gm
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    # Dynamo hands symbolic sizes (s0) as SymInts: the graph runs on their example ints.
+    examples = [_size_hint(e) if isinstance(e, torch.SymInt) else e for e in example_inputs]
+    tensors = {
+        label: example
+        for node, example in zip(placeholders, examples, strict=True)
+        for kind, label in [classify_placeholder(node, example)]
+        if kind == "input"
+    }
+    inputs: dict[str, Value] = {}
+
+    def model_input(label: str) -> Value:
+        # A size placeholder comes before its tensor's: the input is added at the first.
+        if label not in inputs:
+            inputs[label] = graph.add_input(
+                sanitize(label), type_of(tensors[label]), subgraph=model_name
+            )
+        return inputs[label]
 
     def bind(cx: NodeContext, node: torch.fx.Node, example: Any) -> Any:
         kind, label = classify_placeholder(node, example)
         if kind == "input":
-            value = graph.add_input(sanitize(label), type_of(example), subgraph=model_name)
+            value = model_input(label)
             cx.final = value.producer
             return value
+        if kind == "size":
+            size_of = _size_source(node)
+            if size_of is None or size_of[0] not in tensors:
+                return example
+            return cx.out("shape", [model_input(size_of[0])], {"dim": size_of[1]})
         if not isinstance(example, torch.Tensor):
             return example
         if kind == "constant":
@@ -110,9 +138,26 @@ def parse_dynamo_graph(
         cx.final = value.producer
         return value
 
-    output = converter.run(gm, list(example_inputs), bind_placeholder=bind, scope=stack_scope)
+    output = converter.run(gm, examples, bind_placeholder=bind, scope=stack_scope)
     leaves, structure = encode_outputs(output)
     return finish(graph, converter, model_name, leaves, structure)
+
+
+_SIZE_SOURCE = re.compile(r"^L\[['\"]([^'\"]+)['\"]\]\.size\(\)\[(\d+)\]$")
+
+
+def _size_source(node: torch.fx.Node) -> tuple[str, int] | None:
+    """``("x", 0)`` for a placeholder dynamo made of ``L['x'].size()[0]``."""
+    source = getattr(getattr(node.meta.get("grapharg"), "source", None), "name", None)
+    text = source() if callable(source) else source
+    match = _SIZE_SOURCE.match(text) if isinstance(text, str) else None
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def _size_hint(size: torch.SymInt) -> int:
+    """The example value of a symbolic size."""
+    hint = getattr(size.node, "hint", None)
+    return int(hint) if hint is not None else int(size)
 
 
 def _root_name(gm: torch.fx.GraphModule) -> str:

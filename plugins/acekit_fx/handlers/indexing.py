@@ -51,6 +51,20 @@ def convert_len(cx: NodeContext, obj: Any) -> Any:
     raise Unsupported("len() of a value computed by the graph")
 
 
+@function(torch.sym_sum)
+def convert_sym_sum(cx: NodeContext, terms: Any) -> Any:
+    """``torch.sym_sum([a, b])``, dynamo's sum of symbolic sizes: a chain of ``add`` nodes."""
+    values = [t for t in terms if isinstance(t, Value)]
+    constant = sum(t for t in terms if not isinstance(t, Value))
+    addends = [*values, *([constant] if constant or not values else [])]
+    if len(addends) == 1:
+        return addends[0]
+    total = addends[0]
+    for term in addends[1:-1]:
+        total = cx.helper("add", [total, cx.value(term)]).output
+    return cx.out("add", [total, cx.value(addends[-1])])
+
+
 @lowers("assert")
 def convert_assert(cx: NodeContext, condition: Any, message: Any = "") -> None:
     """``torch._assert(cond, msg)``: an ``assert`` node (no result)."""
