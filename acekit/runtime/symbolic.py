@@ -112,7 +112,12 @@ def _typed_shapes(values: Sequence[Value]) -> dict[str, tuple[int, ...] | None] 
     shapes: dict[str, tuple[int, ...] | None] = {}
     for value in values:
         shape = value.type.shape
-        if shape is None or not all(isinstance(d, int) for d in shape):
+        if shape is None and value.type.dtype is None:  # not a tensor: a run records None
+            shapes[value.name] = None
+            continue
+        if shape is None:
+            return None
+        if not all(isinstance(d, int) for d in shape):  # typed symbolic already
             return None
         shapes[value.name] = tuple(int(d) for d in shape)
     return shapes
