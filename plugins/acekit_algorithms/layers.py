@@ -16,6 +16,8 @@ so every algorithm works on the deployed function while BatchNorm keeps training
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 
 import attrs
@@ -338,18 +340,31 @@ def stream(
     """
     assert context.calibration is not None
     seen: dict[str, Tensor] = {}
-
-    def catcher(name: str) -> _Catch:
-        return _Catch(lambda t: seen.__setitem__(name, t))
-
     names = {v.name for v in values}
-    module = to_module(graph, quantize=quantize, taps={n: catcher(n) for n in names})
+
+    def catch(name: str, tensor: Tensor) -> None:
+        seen[name] = tensor
+        if len(seen) == len(names):
+            # Nodes run in graph order: the rest of the model is not needed. For the
+            # early layers of a per-layer algorithm this skips most of each forward.
+            raise _AllSeen
+
+    module = to_module(
+        graph,
+        quantize=quantize,
+        taps={n: _Catch(functools.partial(catch, n)) for n in names},
+    )
     module.to(context.device)
     with torch.no_grad():
         for batch in context.calibration.batches(limit=batches):
             seen.clear()
-            module(*(t.to(context.device) for t in batch))
+            with contextlib.suppress(_AllSeen):
+                module(*(t.to(context.device) for t in batch))
             yield dict(seen)
+
+
+class _AllSeen(Exception):
+    """Raised by a tap once every value a stream asked for has been seen."""
 
 
 class CalibrationReader:
