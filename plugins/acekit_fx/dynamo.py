@@ -44,10 +44,8 @@ def classify_placeholder(node: torch.fx.Node, example: Any) -> tuple[str, str]:
     (``l_self_modules_conv_parameters_weight_``), else whether the example is a
     ``torch.nn.Parameter`` (``_param_constant0``).
     """
-    grapharg = node.meta.get("grapharg")
-    source = getattr(getattr(grapharg, "source", None), "name", None)
-    text = source() if callable(source) else source
-    if isinstance(text, str):
+    text = _source_text(node)
+    if text is not None:
         match = _SOURCE_KIND.search(text)
         if match:
             owner = normalise_module_path(text[: match.start()])
@@ -146,11 +144,17 @@ def parse_dynamo_graph(
 _SIZE_SOURCE = re.compile(r"^L\[['\"]([^'\"]+)['\"]\]\.size\(\)\[(\d+)\]$")
 
 
-def _size_source(node: torch.fx.Node) -> tuple[str, int] | None:
-    """``("x", 0)`` for a placeholder dynamo made of ``L['x'].size()[0]``."""
+def _source_text(node: torch.fx.Node) -> str | None:
+    """Where dynamo took a placeholder from (``L['x']``, ``L['x'].size()[0]``), if it says."""
     source = getattr(getattr(node.meta.get("grapharg"), "source", None), "name", None)
     text = source() if callable(source) else source
-    match = _SIZE_SOURCE.match(text) if isinstance(text, str) else None
+    return text if isinstance(text, str) else None
+
+
+def _size_source(node: torch.fx.Node) -> tuple[str, int] | None:
+    """``("x", 0)`` for a placeholder dynamo made of ``L['x'].size()[0]``."""
+    text = _source_text(node)
+    match = _SIZE_SOURCE.match(text) if text is not None else None
     return (match.group(1), int(match.group(2))) if match else None
 
 
