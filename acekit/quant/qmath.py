@@ -191,11 +191,11 @@ def fake_quantize_exact(
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
         q = quantize(x, scale, zero_point, qmin, qmax, axis, block_size)
         return dequantize(q, scale, zero_point, axis, block_size)
-    # Without gradients the same arithmetic runs in place on one buffer: the simulation
-    # of a large activation costs a third of the out-of-place chain (same results: the
-    # straight-through form adds back exactly what it takes away).
-    # round(x/s) + zp clamped to [qmin, qmax], minus zp, is round(x/s) clamped to
-    # [qmin - zp, qmax - zp]: integers, exact in float.
+    # Without gradients the same arithmetic runs in place on one buffer, a third of the
+    # out-of-place chain's cost on large activations. The results are identical: the
+    # straight-through form adds back exactly what it takes away, and clamping
+    # round(x/s) + zp to [qmin, qmax] then subtracting zp is clamping round(x/s) to
+    # [qmin - zp, qmax - zp] (integers, exact in float).
     step = _view(scale, x, axis, block_size)
     out = torch.div(x, step)
     out.round_()

@@ -112,11 +112,11 @@ def _typed_shapes(values: Sequence[Value]) -> dict[str, tuple[int, ...] | None] 
     shapes: dict[str, tuple[int, ...] | None] = {}
     for value in values:
         shape = value.type.shape
-        if shape is None and value.type.dtype is None:  # not a tensor: a run records None
-            shapes[value.name] = None
-            continue
         if shape is None:
-            return None
+            if value.type.dtype is not None:  # a tensor of unknown shape: run instead
+                return None
+            shapes[value.name] = None  # not a tensor: a run records None too
+            continue
         if not all(isinstance(d, int) for d in shape):  # typed symbolic already
             return None
         shapes[value.name] = tuple(int(d) for d in shape)

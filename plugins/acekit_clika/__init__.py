@@ -172,11 +172,11 @@ def _graph_break() -> str | None:
         if reason is None or not reason.graph_break:
             return None
         frame = reason.user_stack[-1] if reason.user_stack else None
-        where = f" at {frame.filename}:{frame.lineno}" if frame is not None else ""
-        first = str(reason.reason).strip().splitlines()
+        lines = str(reason.reason).strip().splitlines()
     except Exception:
         return None
-    return f"graph break{where}: {first[0] if first else 'unknown reason'}"
+    where = f" at {frame.filename}:{frame.lineno}" if frame is not None else ""
+    return f"graph break{where}: {lines[0] if lines else 'unknown reason'}"
 
 
 def quantized_module(compiled: torch.nn.Module) -> QuantizedModule:

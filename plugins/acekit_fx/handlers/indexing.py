@@ -56,13 +56,14 @@ def convert_sym_sum(cx: NodeContext, terms: Any) -> Any:
     """``torch.sym_sum([a, b])``, dynamo's sum of symbolic sizes: a chain of ``add`` nodes."""
     values = [t for t in terms if isinstance(t, Value)]
     constant = sum(t for t in terms if not isinstance(t, Value))
-    addends = [*values, *([constant] if constant or not values else [])]
-    if len(addends) == 1:
-        return addends[0]
-    total = addends[0]
-    for term in addends[1:-1]:
+    if not values:
+        return constant
+    rest = [*values[1:], *([constant] if constant else [])]
+    total = values[0]
+    # Intermediate sums are helpers; the last add is the node that stands for sym_sum.
+    for term in rest[:-1]:
         total = cx.helper("add", [total, cx.value(term)]).output
-    return cx.out("add", [total, cx.value(addends[-1])])
+    return cx.out("add", [total, cx.value(rest[-1])]) if rest else total
 
 
 @lowers("assert")
