@@ -56,7 +56,9 @@ def test_rules_are_u8_activations_and_s8_symmetric_per_channel_weights() -> None
     assert not rules.activation.signed and rules.activation.bits == 8
     assert rules.weight.signed and rules.weight.symmetric and rules.weight.qmin == -127
     assert rules.ops["conv2d"].output and rules.ops["matmul"].activations == (0, 1)
-    assert not {"softmax", "layer_norm", "gelu", "add"} & set(rules.ops)
+    assert not {"softmax", "layer_norm", "gelu"} & set(rules.ops)
+    # Only a residual Add (one input computed by a conv) reads quantized inputs.
+    assert "conv2d" in rules.ops["add"].epilogue_of
 
 
 def test_unknown_option_is_named() -> None:
@@ -110,6 +112,44 @@ def test_weights_have_no_zero_point_input(compiled: QuantizedModule, tmp_path: P
         if node.op_type == "DequantizeLinear" and node.input[0] in weights
     ]
     assert weight_dqs and all(len(node.input) == 2 for node in weight_dqs)
+
+
+class TwoBlocks(nn.Module):
+    """A stem and two ResNet basic blocks: block 1's output feeds block 2's conv and Add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.convs = nn.ModuleList(nn.Conv2d(16, 16, 3, padding=1) for _ in range(4))
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        for first, second in zip(self.convs[::2], self.convs[1::2], strict=True):
+            x = torch.relu(x + second(torch.relu(first(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_a_block_output_has_one_quantizer_for_the_next_conv_and_add(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    data = [torch.randn(*SHAPE) for _ in range(4)]
+    qm = _compile(TwoBlocks().eval(), data, tmp_path)
+    # Every residual Add reads both inputs quantized, and the shortcut shares the
+    # quantizer of the conv that reads the same block output (as NNCF places it).
+    adds = [node for node in qm.graph.nodes if node.op == "add"]
+    assert len(adds) == 2
+    for add in adds:
+        assert all(value.quant is not None for value in add.inputs), add.name
+    assert not [node for node in qm.graph.nodes if node.name.endswith("_quantized")]
+    runner = OpenVINOTarget().load(qm.export(tmp_path / "blocks.xml"), precision="f32")
+    # Read unrounded, the shortcut got a dequantize of its own that OpenVINO ran as a
+    # bf16 snippet Subgraph beside the int8 convolutions.
+    executed = runner.executed_precisions()
+    assert executed[("Convolution", "u8")] == 5, executed
+    assert not [key for key in executed if key[0] == "Subgraph" and key[1] == "bf16"], executed
+    x = data[0]
+    with torch.no_grad():
+        assert sqnr(qm(x), runner(x)[0]) > 30
 
 
 def test_attention_matmuls_run_in_u8(tmp_path: Path) -> None:

@@ -58,6 +58,7 @@ OPTIONS: Mapping[str, TargetOption] = {
     )
 }
 
+_CONVS = frozenset({"conv1d", "conv2d", "conv3d"})
 _CONV = OpRule(activations=(0,), weight=1, weight_axis=0, output=True)
 _OPS: Mapping[str, OpRule] = {
     "conv1d": _CONV,
@@ -70,6 +71,13 @@ _OPS: Mapping[str, OpRule] = {
         nonnegative=QuantSpec(bits=8, signed=False, symmetric=False),
     ),
     "adaptive_avg_pool2d": OpRule(activations=(0,), output=True),
+    # A ResNet's residual Add reads its shortcut quantized, as NNCF places it: the block
+    # output then has one FakeQuantize that the next conv and the next Add share, and
+    # the CPU plugin fuses the Add into the conv as an int8 sum. Read unrounded, the
+    # shortcut got a dequantize of its own that OpenVINO ran as a bf16 snippet with
+    # f32/bf16 reorders (24 of them in resnet50, 38 % slower than NNCF). An Add none of
+    # whose inputs a conv computes (a transformer's residual stream) stays float.
+    "add": OpRule(activations=(0, 1), epilogue_of=_CONVS),
 }
 
 
