@@ -9,6 +9,8 @@ import torch
 from torch.nn import functional as F
 
 from acekit.ir.graph import Node
+from acekit_algorithms.bias_correction import MeanInputs
+from acekit_algorithms.layers import Layer
 from tests.algorithm_support import (
     assert_deploys_like_simulation,
     channel_means,
@@ -108,3 +110,29 @@ def test_bias_correction_without_quantized_layers_does_nothing(
         torch.testing.assert_close(qm(x), model(x), rtol=1e-5, atol=1e-5)
     log = next((tmp_path).rglob("*.log")).read_text()
     assert "Bias correction: did nothing" in log
+
+
+def test_summed_inputs_give_the_mean_output_of_every_batch() -> None:
+    # Bias correction streams the model once and keeps each layer's summed input: the
+    # layers are linear, so that gives the per-channel output mean of the whole data,
+    # also when batches differ in shape (free sequence lengths).
+    torch.manual_seed(0)
+    conv = Node("conv2d", "conv", attrs={"stride": [1, 1], "padding": [1, 1], "groups": 1})
+    linear = Node("linear", "fc")
+    cases = [
+        (conv, torch.randn(6, 3, 3, 3), [torch.randn(4, 3, 8, 8), torch.randn(2, 3, 8, 8)]),
+        (linear, torch.randn(5, 7), [torch.randn(2, 9, 7), torch.randn(3, 4, 7)]),
+    ]
+    for node, weight, batches in cases:
+        layer = Layer(node, "weight", None)
+        inputs = MeanInputs(layer)
+        for x in batches:
+            inputs.add(x)
+        expected = torch.stack(
+            [layer.channel_mean(layer.forward(x, weight)) for x in batches]
+        ).mean(0)
+        torch.testing.assert_close(inputs.output_mean(weight), expected, rtol=1e-5, atol=1e-6)
+        bias = torch.randn(weight.shape[0])
+        torch.testing.assert_close(
+            inputs.output_mean(weight, bias), expected + bias, rtol=1e-5, atol=1e-6
+        )

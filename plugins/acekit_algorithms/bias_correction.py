@@ -41,38 +41,63 @@ from acekit_algorithms.originals import float_reference
 log = get_logger(__name__)
 
 
-def output_means(
+@attrs.define
+class MeanInputs:
+    """A layer's calibration inputs, summed over samples (one sum per input shape).
+
+    The layers are linear in their input, so the mean of ``f(x, W)`` over the data is
+    ``f`` of the mean input, and one single-sample forward per shape gives the output
+    mean a pass over every batch would: bias correction then streams the model once
+    and never recomputes a layer on the whole data.
+    """
+
+    layer: Layer
+    sums: dict[tuple[int, ...], Tensor] = attrs.Factory(dict)
+    batches: int = 0
+
+    def add(self, x: Tensor) -> None:
+        """Add one batch: its mean over samples (over every position, for linear)."""
+        if self.layer.node.op == "linear":
+            mean = x.reshape(-1, x.shape[-1]).mean(0, keepdim=True)
+        else:
+            mean = x.mean(0, keepdim=True)
+        key = tuple(mean.shape)
+        total = self.sums.get(key)
+        self.sums[key] = mean if total is None else total + mean
+        self.batches += 1
+
+    def output_mean(self, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        """The per-channel output mean over the data of the layer with ``weight``, ``bias``."""
+        layer = self.layer
+        means = [
+            layer.channel_mean(layer.forward(total, weight.to(total.device)))
+            for total in self.sums.values()
+        ]
+        mean = torch.stack(means).sum(0) / max(self.batches, 1)
+        return mean if bias is None else mean + bias.detach().to(mean.device)
+
+
+def mean_inputs(
     graph: Graph,
     context: QuantContext,
     layers: Sequence[Layer],
-    weights: Sequence[Tensor],
     *,
     quantized_inputs: bool,
     batches: int,
-) -> list[Tensor]:
-    """Each layer's per-channel output mean on the calibration data with ``weights``.
+) -> list[MeanInputs]:
+    """Each layer's summed inputs, in one pass over ``batches`` calibration batches.
 
     The layers read their inputs as the quantized model produces them with
     ``quantized_inputs``, else as the float model (before any rounding algorithm) does.
     """
-    sums: list[Tensor | None] = [None] * len(layers)
-    count = 0
-    values = [layer.input_value for layer in layers]
+    found = [MeanInputs(layer) for layer in layers]
     scope = contextlib.nullcontext() if quantized_inputs else float_reference(graph, context)
-    biases = [layer.bias(graph) for layer in layers]
     with scope:
+        values = [layer.input_value for layer in layers]
         for seen in stream(graph, context, values, quantize=quantized_inputs, batches=batches):
-            count += 1
-            for i, layer in enumerate(layers):
-                x = seen[layer.input_value.name]
-                bias = biases[i]
-                out = layer.forward(
-                    x, weights[i].to(x.device), None if bias is None else bias.detach().to(x.device)
-                )
-                mean = layer.channel_mean(out)
-                total = sums[i]
-                sums[i] = mean if total is None else total + mean
-    return [total / count for total in sums if total is not None]
+            for inputs in found:
+                inputs.add(seen[inputs.layer.input_value.name])
+    return found
 
 
 def quantized_weights(graph: Graph, layers: Sequence[Layer]) -> list[Tensor]:
@@ -119,28 +144,31 @@ class BiasCorrection(CalibrationReader, Pass):
             return PassResult(graph, False, {"layers": 0})
         batches = calibration_batches(context, self.batches)
         originals = [layer.float_weight(context, graph) for layer in targets]
-        reference = output_means(
-            graph, context, targets, originals, quantized_inputs=False, batches=batches
+        floats = mean_inputs(graph, context, targets, quantized_inputs=False, batches=batches)
+        reference = [inputs.output_mean(w) for inputs, w in zip(floats, originals, strict=True)]
+        # Sequential measures in the quantized model (activation rounding's shift too).
+        measuring = (
+            mean_inputs(graph, context, targets, quantized_inputs=True, batches=batches)
+            if self.sequential
+            else floats
         )
-
-        def measure(layers: Sequence[Layer]) -> list[Tensor]:
-            return output_means(
-                graph,
-                context,
-                layers,
-                quantized_weights(graph, layers),
-                quantized_inputs=self.sequential,
-                batches=batches,
-            )
-
-        measured = measure(targets)
+        weights = quantized_weights(graph, targets)
+        measured = [seen.output_mean(w) for seen, w in zip(measuring, weights, strict=True)]
         before = mean_abs_shift(measured, reference)
-        corrected = []
+        corrected, deltas = [], []
         for i, layer in enumerate(progress(targets, "Bias correction", total=len(targets))):
-            # Sequential: measured with the layers before it corrected.
-            (shift,) = measure([layer]) if self.sequential else (measured[i],)
-            corrected.append(_correct(graph, context, layer, shift - reference[i]))
-        after = mean_abs_shift(measure(corrected), reference)
+            shift = measured[i]
+            if self.sequential and i > 0:
+                # Measured again with the layers before it corrected.
+                (inputs,) = mean_inputs(
+                    graph, context, [layer], quantized_inputs=True, batches=batches
+                )
+                shift = inputs.output_mean(quantized_weights(graph, [layer])[0])
+            deltas.append(reference[i] - shift)
+            corrected.append(_correct(graph, context, layer, deltas[-1]))
+        after = mean_abs_shift(
+            self._after(graph, context, corrected, deltas, floats, batches), reference
+        )
         log.info(
             f"Bias correction: {len(corrected)} layers, mean |shift| {before:.3g} -> {after:.3g}",
             pass_name=self.name,
@@ -151,7 +179,30 @@ class BiasCorrection(CalibrationReader, Pass):
             {"layers": len(corrected), "shift_before": before, "shift_after": after},
         )
 
+    def _after(
+        self,
+        graph: Graph,
+        context: QuantContext,
+        corrected: Sequence[Layer],
+        deltas: Sequence[Tensor],
+        floats: Sequence[MeanInputs],
+        batches: int,
+    ) -> list[Tensor]:
+        """The corrected layers' output means (bias change included, the rest of the bias
+        left out as in the reference): on the float inputs, or the quantized model's
+        (one more pass) when ``sequential``."""
+        inputs = (
+            mean_inputs(graph, context, corrected, quantized_inputs=True, batches=batches)
+            if self.sequential
+            else floats
+        )
+        weights = quantized_weights(graph, corrected)
+        return [
+            seen.output_mean(weight, delta)
+            for seen, weight, delta in zip(inputs, weights, deltas, strict=True)
+        ]
 
-def _correct(graph: Graph, context: QuantContext, layer: Layer, shift: Tensor) -> Layer:
-    """Subtract ``shift`` from ``layer``'s bias (added as zeros where it has none)."""
-    return layer.add_to_bias(graph, -shift, context)
+
+def _correct(graph: Graph, context: QuantContext, layer: Layer, delta: Tensor) -> Layer:
+    """Add ``delta`` to ``layer``'s bias (added as zeros where it has none)."""
+    return layer.add_to_bias(graph, delta, context)
