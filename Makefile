@@ -50,7 +50,7 @@ test: lint unit
 # when some models fail, and its table is printed.
 slow: setup
 	rm -f zoo-results.jsonl
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m slow; status=$$?; \
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m slow; status=$$?; \
 	  $(BIN)/python -m tests.zoo.report render; exit $$status
 
 clean:

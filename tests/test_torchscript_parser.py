@@ -581,8 +581,8 @@ def test_acekit_parse_picks_the_installed_plugin(
 # -- the torchvision zoo ----------------------------------------------------------------------
 
 
-#: Models of a billion-odd bytes of weights: with ``-n 2 --dist loadgroup`` they share
-#: one worker, so that two of them never hold their copies in memory at once.
+#: Models of a billion-odd bytes of weights: marked ``large``, they run one at a time
+#: (tests/conftest.py), so that two of them never hold their copies in memory at once.
 _LARGE = frozenset({"vit_h_14", "vit_l_16", "vit_l_32", "regnet_y_128gf", "regnet_y_32gf"})
 
 
@@ -611,7 +611,7 @@ def _zoo_params() -> list[Any]:
     except ImportError:  # pragma: no cover - torchvision is a dev dependency
         return []
     return [
-        pytest.param(name, marks=pytest.mark.xdist_group("large")) if name in _LARGE else name
+        pytest.param(name, marks=pytest.mark.large) if name in _LARGE else name
         for name in torchvision.models.list_models(module=torchvision.models)
     ]
 

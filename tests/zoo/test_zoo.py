@@ -30,8 +30,8 @@ def _check(case: Case, *, keep: bool) -> None:
 
 
 #: Models whose compile and export peak at 10 GB or more (ViT-L: 10.7 GB, measured):
-#: ``make slow`` (``--dist loadgroup``) runs them on one worker, one after another, so
-#: that two never share the machine's memory.
+#: marked ``large``, they run one after another (a machine-wide lock, tests/conftest.py),
+#: so that two never share the machine's memory.
 LARGE = {"vit_h_14", "vit_l_16", "vit_l_32"}
 
 
@@ -40,7 +40,7 @@ def _params(cases: list[Case]) -> list[Any]:
         pytest.param(
             case,
             id=f"{case.source}/{case.name}",
-            marks=[pytest.mark.xdist_group("large")] if case.name in LARGE else [],
+            marks=[pytest.mark.large] if case.name in LARGE else [],
         )
         for case in cases
     ]
