@@ -94,10 +94,23 @@ def _quantize_column(w: Tensor, scale: Tensor, zero: Tensor, spec: QuantSpec) ->
 
 
 def _group_params(values: Tensor, spec: QuantSpec) -> tuple[Tensor, Tensor]:
-    """Per-row scale and zero point of a group of columns, from their current values."""
-    scale, zero = qmath.qparams_from_range(
-        values.amin(1), values.amax(1), bits=spec.bits, signed=spec.signed, symmetric=spec.symmetric
-    )
+    """Per-row scale and zero point of a group of columns, from their current values.
+
+    Below 8 bits the range of smallest rounding error (clipped, as ``calibrate``'s
+    ``weights=auto`` does per channel); at 8 bits the min/max range.
+    """
+    if spec.bits < 8:
+        scale, zero = qmath.clipped_row_qparams(
+            values, bits=spec.bits, signed=spec.signed, symmetric=spec.symmetric
+        )
+    else:
+        scale, zero = qmath.qparams_from_range(
+            values.amin(1),
+            values.amax(1),
+            bits=spec.bits,
+            signed=spec.signed,
+            symmetric=spec.symmetric,
+        )
     return scale.to(values), zero.to(values)
 
 
