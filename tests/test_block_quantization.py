@@ -227,8 +227,8 @@ def test_adaround_and_bias_correction_keep_the_block_grid(
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
 
 
-def _ort_settings(block: int | None, bits: int = 4) -> Settings:
-    options = {} if block is None else {"block_size": block}
+def _ort_settings(block: int | None, bits: int = 4, **extra: Any) -> Settings:
+    options = ({} if block is None else {"block_size": block}) | extra
     return Settings(
         training=TrainingSettings(stats_steps=4),
         quantization=GlobalQuantizationSettings(weights_num_bits=bits),
@@ -237,11 +237,16 @@ def _ort_settings(block: int | None, bits: int = 4) -> Settings:
 
 
 def _ort_compile(
-    model: nn.Module, data: list[torch.Tensor], logs: Path, block: int | None, pipeline: str
+    model: nn.Module,
+    data: list[torch.Tensor],
+    logs: Path,
+    block: int | None,
+    pipeline: str,
+    **options: Any,
 ) -> Any:
     return acekit.compile(
         model,
-        settings=_ort_settings(block),
+        settings=_ort_settings(block, **options),
         example_inputs=(data[0],),
         calibration_inputs=data,
         pipeline=pipeline,
@@ -318,7 +323,7 @@ def test_onnxruntime_group_wise_weights_lower_the_layer_error_and_deploy_like_qm
 def test_group_wise_weights_below_8_bits_get_clipped_block_ranges(
     mlp: nn.Module, data: list[torch.Tensor], tmp_path: Path
 ) -> None:
-    qm = _ort_compile(mlp, data, tmp_path, 32, "cleanup,ptq")
+    qm = _ort_compile(mlp, data, tmp_path, 32, "cleanup,ptq", block_symmetric=True)
     for name, (spec, weight) in _weights(qm).items():
         blocks = weight.detach().reshape(-1, 32)
         scale = torch.tensor(spec.scale)
@@ -329,3 +334,42 @@ def test_group_wise_weights_below_8_bits_get_clipped_block_ranges(
         error, error_minmax = (q - blocks).pow(2).sum(1), (full - blocks).pow(2).sum(1)
         assert torch.all(error <= error_minmax + 1e-7), name
 
+
+def test_onnxruntime_blocks_are_affine_by_default_and_fit_better_than_symmetric_ones(
+    mlp: nn.Module, data: list[torch.Tensor], tmp_path: Path
+) -> None:
+    symmetric = _ort_compile(mlp, data, tmp_path / "s", 32, "cleanup,ptq", block_symmetric=True)
+    affine = _ort_compile(mlp, data, tmp_path / "a", 32, "cleanup,ptq")
+    for spec, _ in _weights(symmetric).values():
+        assert spec.symmetric and set(spec.zero_point) == {0}
+    for spec, _ in _weights(affine).values():
+        assert not spec.symmetric and (spec.qmin, spec.qmax) == (-8, 7)
+        assert len(set(spec.zero_point)) > 1  # one zero point per block
+    coarse, fine = _layer_error(symmetric, mlp, data), _layer_error(affine, mlp, data)
+    for name in coarse:
+        assert fine[name] < coarse[name], (name, fine[name], coarse[name])
+    # The zero points reach the export: ONNX Runtime computes what the simulation does.
+    path = affine.export(tmp_path / "affine.onnx")
+    probe = torch.randn(4, 256)
+    with torch.no_grad():
+        expected = affine(probe)
+    actual = run_ort(ort_session(path), probe)
+    step = float((expected.max() - expected.min()) / 255)
+    assert float(((actual - expected).abs() <= step + 1e-6).float().mean()) >= 0.99
+
+
+def test_gptq_act_order_keeps_contiguous_groups_on_their_grid_and_beats_nearest(
+    mlp: nn.Module, data: list[torch.Tensor], tmp_path: Path
+) -> None:
+    nearest = _ort_compile(mlp, data, tmp_path / "n", 32, "cleanup,ptq", block_symmetric=True)
+    ordered = _ort_compile(
+        mlp, data, tmp_path / "o", 32, "cleanup,ptq,gptq{act_order=true}", block_symmetric=True
+    )
+    for spec, weight in _weights(ordered).values():
+        scale = qmath.expand_blocks(torch.tensor(spec.scale), weight.shape, 0, 32)
+        grid = weight.detach() / scale
+        torch.testing.assert_close(grid, grid.round(), rtol=0, atol=1e-3)
+        assert grid.round().abs().max() <= 7
+    before, after = _layer_error(nearest, mlp, data), _layer_error(ordered, mlp, data)
+    for name in before:
+        assert after[name] < before[name], (name, after[name], before[name])

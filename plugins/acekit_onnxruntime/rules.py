@@ -66,6 +66,13 @@ OPTIONS: Mapping[str, TargetOption] = {
             choices=(16, 32, 64, 128, 256),
         ),
         TargetOption(
+            name="block_symmetric",
+            help="group-wise weights symmetric (zero point 0); default false: one zero "
+            "point per block (ORT dequantizes the blocks, a zero point costs nothing)",
+            default=False,
+            kind=bool,
+        ),
+        TargetOption(
             name="opset",
             help=f"ONNX opset of the export, {OPSETS.start}..{OPSETS.stop - 1} "
             f"(default {DEFAULT_OPSET})",
@@ -147,7 +154,8 @@ def quantization_rules(options: Mapping[str, Any]) -> QuantRules:
     elif reduce:
         why += ", 7-bit weights (no VNNI: avoids saturating the 16-bit intermediates)"
     if block is not None:
-        why += f"; weight scales per block of {block} inputs (the options ask)"
+        kind = "symmetric" if checked["block_symmetric"] else "affine"
+        why += f"; {kind} weight scales per block of {block} inputs (the options ask)"
     return QuantRules(
         activation=activation,
         weight=weight,
@@ -164,5 +172,6 @@ def quantization_rules(options: Mapping[str, Any]) -> QuantRules:
         bias_scale_through=_VALUE_MOVING,
         storage_bits=(8,),
         weight_block_size=None if block is None else int(block),
+        weight_block_symmetric=bool(checked["block_symmetric"]),
         reason=why,
     )
