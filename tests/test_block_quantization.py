@@ -1,4 +1,5 @@
-"""Group-wise (block) weight scales: the math, GPTQ with groups, TensorRT's W4A16 blocks."""
+"""Group-wise (block) weight scales: the math, GPTQ with groups, TensorRT's W4A16 blocks,
+ONNX Runtime's ``block_size`` option."""
 
 from __future__ import annotations
 
@@ -14,8 +15,15 @@ from torch import nn
 import acekit
 from acekit.ir.serialize import graph_from_dict, graph_to_dict
 from acekit.quant import qmath
-from acekit.settings import DeploymentSettings, Settings, SettingsError, TrainingSettings
+from acekit.settings import (
+    DeploymentSettings,
+    GlobalQuantizationSettings,
+    Settings,
+    SettingsError,
+    TrainingSettings,
+)
 from acekit_tensorrt import TensorRTTarget
+from tests.quant_support import ort_session, run_ort
 
 BLOCK = 128
 
@@ -177,7 +185,7 @@ def test_gptq_with_groups_beats_nearest_on_the_group_grid(
     [
         ("tensorrt", {"block_size": 128}, "mode 'int8' has per-channel weight scales only"),
         ("tensorrt", {"mode": "int4_weight_only", "block_size": 100}, "must be one of 32"),
-        ("onnxruntime", {"block_size": 128}, "unknown option"),
+        ("openvino", {"block_size": 128}, "unknown option"),
     ],
 )
 def test_block_size_on_a_target_or_mode_without_blocks_fails_at_settings_time(
@@ -217,3 +225,151 @@ def test_adaround_and_bias_correction_keep_the_block_grid(
         expected = qm(probe)
     actual = TensorRTTarget().load(path, engine="onnxruntime")(probe)[0]
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def _ort_settings(block: int | None, bits: int = 4, **extra: Any) -> Settings:
+    options = ({} if block is None else {"block_size": block}) | extra
+    return Settings(
+        training=TrainingSettings(stats_steps=4),
+        quantization=GlobalQuantizationSettings(weights_num_bits=bits),
+        deployment=DeploymentSettings(target_framework="onnxruntime", target_options=options),
+    )
+
+
+def _ort_compile(
+    model: nn.Module,
+    data: list[torch.Tensor],
+    logs: Path,
+    block: int | None,
+    pipeline: str,
+    **options: Any,
+) -> Any:
+    return acekit.compile(
+        model,
+        settings=_ort_settings(block, **options),
+        example_inputs=(data[0],),
+        calibration_inputs=data,
+        pipeline=pipeline,
+        logs_dir=str(logs),
+    )
+
+
+def _layer_error(qm: Any, mlp: nn.Module, data: list[torch.Tensor]) -> dict[str, float]:
+    """Each linear layer's squared output error from its rounded weight, on float inputs."""
+    x = torch.cat(data)
+    inputs = {"fc1": x, "fc2": torch.relu(mlp.fc1(x)).detach()}
+    errors = {}
+    for name, (spec, weight) in _weights(qm).items():
+        original = getattr(mlp, name).weight.detach()
+        scale = torch.tensor(spec.scale)
+        if spec.block_size is None:
+            rounded = qmath.fake_quantize_exact(
+                weight.detach(), scale, torch.tensor(spec.zero_point), spec.qmin, spec.qmax, 0
+            )
+        else:
+            rounded = qmath.fake_quantize_exact(
+                weight.detach(),
+                scale,
+                torch.tensor(spec.zero_point),
+                spec.qmin,
+                spec.qmax,
+                0,
+                spec.block_size,
+            )
+        errors[name] = float((inputs[name] @ (rounded - original).T).pow(2).mean())
+    return errors
+
+
+@pytest.fixture(scope="module")
+def heavy() -> nn.Module:
+    """The MLP with a few input columns of large weights (as SmoothQuant leaves them,
+    moving activation outliers into the weights): they set every channel's range, which
+    the other blocks of the channel do not need."""
+    torch.manual_seed(3)
+    model = Mlp().eval()
+    with torch.no_grad():
+        for layer in (model.fc1, model.fc2):
+            layer.weight[:, 5:9] *= 8.0
+    return model
+
+
+@pytest.mark.parametrize("pipeline", ["cleanup,ptq", "cleanup,ptq,gptq"])
+def test_onnxruntime_group_wise_weights_lower_the_layer_error_and_deploy_like_qm(
+    heavy: nn.Module, data: list[torch.Tensor], tmp_path: Path, pipeline: str
+) -> None:
+    mlp = heavy
+    per_channel = _ort_compile(mlp, data, tmp_path / "c", None, pipeline)
+    blocked = _ort_compile(mlp, data, tmp_path / "b", 32, pipeline)
+    for spec, weight in _weights(blocked).values():
+        assert spec.block_size == 32 and spec.bits == 4
+        assert len(spec.scale) == weight.shape[0] * weight.shape[1] // 32
+    for spec, _ in _weights(per_channel).values():
+        assert spec.block_size is None
+    coarse, fine = _layer_error(per_channel, mlp, data), _layer_error(blocked, mlp, data)
+    for name in coarse:
+        assert fine[name] < 0.5 * coarse[name], (name, fine[name], coarse[name])
+    # The QDQ export runs in ONNX Runtime and computes what the simulation does; the
+    # bias of a group-wise layer stays float (no single accumulator scale).
+    path = blocked.export(tmp_path / "blocked.onnx")
+    probe = torch.randn(4, 256)
+    with torch.no_grad():
+        expected = blocked(probe)
+    session = ort_session(path)
+    actual = run_ort(session, probe)
+    step = float((expected.max() - expected.min()) / 255)
+    assert float(((actual - expected).abs() <= step + 1e-6).float().mean()) >= 0.99
+
+
+def test_group_wise_weights_below_8_bits_get_clipped_block_ranges(
+    mlp: nn.Module, data: list[torch.Tensor], tmp_path: Path
+) -> None:
+    qm = _ort_compile(mlp, data, tmp_path, 32, "cleanup,ptq", block_symmetric=True)
+    for name, (spec, weight) in _weights(qm).items():
+        blocks = weight.detach().reshape(-1, 32)
+        scale = torch.tensor(spec.scale)
+        minmax = blocks.abs().amax(1) / 7
+        assert bool((scale < minmax * 0.999).any()), name  # some blocks clipped
+        q = torch.clamp(torch.round(blocks / scale[:, None]), -7, 7) * scale[:, None]
+        full = torch.clamp(torch.round(blocks / minmax[:, None]), -7, 7) * minmax[:, None]
+        error, error_minmax = (q - blocks).pow(2).sum(1), (full - blocks).pow(2).sum(1)
+        assert torch.all(error <= error_minmax + 1e-7), name
+
+
+def test_onnxruntime_blocks_are_affine_by_default_and_fit_better_than_symmetric_ones(
+    mlp: nn.Module, data: list[torch.Tensor], tmp_path: Path
+) -> None:
+    symmetric = _ort_compile(mlp, data, tmp_path / "s", 32, "cleanup,ptq", block_symmetric=True)
+    affine = _ort_compile(mlp, data, tmp_path / "a", 32, "cleanup,ptq")
+    for spec, _ in _weights(symmetric).values():
+        assert spec.symmetric and set(spec.zero_point) == {0}
+    for spec, _ in _weights(affine).values():
+        assert not spec.symmetric and (spec.qmin, spec.qmax) == (-8, 7)
+        assert len(set(spec.zero_point)) > 1  # one zero point per block
+    coarse, fine = _layer_error(symmetric, mlp, data), _layer_error(affine, mlp, data)
+    for name in coarse:
+        assert fine[name] < coarse[name], (name, fine[name], coarse[name])
+    # The zero points reach the export: ONNX Runtime computes what the simulation does.
+    path = affine.export(tmp_path / "affine.onnx")
+    probe = torch.randn(4, 256)
+    with torch.no_grad():
+        expected = affine(probe)
+    actual = run_ort(ort_session(path), probe)
+    step = float((expected.max() - expected.min()) / 255)
+    assert float(((actual - expected).abs() <= step + 1e-6).float().mean()) >= 0.99
+
+
+def test_gptq_act_order_keeps_contiguous_groups_on_their_grid_and_beats_nearest(
+    mlp: nn.Module, data: list[torch.Tensor], tmp_path: Path
+) -> None:
+    nearest = _ort_compile(mlp, data, tmp_path / "n", 32, "cleanup,ptq", block_symmetric=True)
+    ordered = _ort_compile(
+        mlp, data, tmp_path / "o", 32, "cleanup,ptq,gptq{act_order=true}", block_symmetric=True
+    )
+    for spec, weight in _weights(ordered).values():
+        scale = qmath.expand_blocks(torch.tensor(spec.scale), weight.shape, 0, 32)
+        grid = weight.detach() / scale
+        torch.testing.assert_close(grid, grid.round(), rtol=0, atol=1e-3)
+        assert grid.round().abs().max() <= 7
+    before, after = _layer_error(nearest, mlp, data), _layer_error(ordered, mlp, data)
+    for name in before:
+        assert after[name] < before[name], (name, after[name], before[name])

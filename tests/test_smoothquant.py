@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import torch
 from torch import nn
 
@@ -131,3 +132,32 @@ def test_smoothquant_without_insert_leaves_a_post_norm_block(tmp_path: Path) -> 
     compile_with(model, data, "cleanup,smoothquant{insert=false}", tmp_path)
     log = next(tmp_path.rglob("*.log")).read_text()
     assert "no LayerNorm with its own weight and bias feeds only linear layers" in log
+
+
+def test_alpha_ranking_rounds_weights_on_the_deployed_block_grid() -> None:
+    from acekit.ir.quant import Granularity, QuantSpec
+    from acekit.quant import qmath
+    from acekit_algorithms.smoothquant import _weight_fake_quant
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(8, 64, generator=generator)
+    weight[:, 3] *= 20.0  # a smoothed outlier input column
+    for symmetric in (True, False):
+        spec = QuantSpec(
+            bits=4,
+            signed=True,
+            symmetric=symmetric,
+            granularity=Granularity.PER_CHANNEL,
+            axis=0,
+            block_size=16,
+        )
+        low, high = qmath.block_range(weight, 0, 16)
+        scale, zero = qmath.qparams_from_range(low, high, bits=4, signed=True, symmetric=symmetric)
+        deployed = qmath.fake_quantize_exact(
+            weight, scale, zero.float(), spec.qmin, spec.qmax, 0, 16
+        )
+        ranked = _weight_fake_quant(weight, spec)
+        torch.testing.assert_close(ranked, deployed, rtol=0, atol=1e-5)
+        per_channel = _weight_fake_quant(weight, attrs.evolve(spec, block_size=None))
+        # Only the outlier column's block pays for it: the other blocks round finer.
+        assert (ranked - weight).pow(2).sum() < 0.5 * (per_channel - weight).pow(2).sum()

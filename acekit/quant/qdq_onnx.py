@@ -296,8 +296,9 @@ def _bias_site(
     if node.op_type == "Gemm" and not _gemm_transposes_weight(node):
         return None
     if node.op_type in ("Conv", "Gemm"):
-        if len(node.input) < 3 or view.constant(node.input[2]) is None:
-            return None
+        bias = view.constant(node.input[2]) if len(node.input) >= 3 else None
+        if bias is None or (scale.size != 1 and bias.size != scale.size):
+            return None  # no bias, or group-wise weight scales (the bias stays float)
         return node, 2, scale
     readers = view.readers.get(node.output[0], [])
     if len(readers) != 1 or readers[0].op_type != "Add":

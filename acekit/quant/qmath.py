@@ -146,6 +146,39 @@ def block_range(x: Tensor, axis: int, block_size: int) -> tuple[Tensor, Tensor]:
     return grouped.amin(2).reshape(-1), grouped.amax(2).reshape(-1)
 
 
+#: Range factors :func:`clipped_row_qparams` tries, from the full min/max range to half.
+CLIP_SHRINKS = tuple(1.0 - 0.02 * i for i in range(26))
+
+
+def clipped_row_qparams(
+    rows: Tensor, *, bits: int, signed: bool, symmetric: bool
+) -> tuple[Tensor, Tensor]:
+    """``(scale, zero_point)`` per row of ``rows`` whose rounding error is smallest.
+
+    Each row tries the ranges ``shrink * [min, max]`` of :data:`CLIP_SHRINKS` and keeps
+    the one with the smallest ``||row - dq(q(row))||^2`` (a factor of 1 is min/max), as
+    GPTQ's and AWQ's reference quantizers search their weight grids. A row is a weight's
+    output channel, or one block of it for group-wise scales.
+    """
+    rows = rows.detach().to(torch.float32)
+    qmin, qmax = integer_range(bits, signed=signed, symmetric=symmetric)
+    lo, hi = rows.amin(1), rows.amax(1)
+    best_error = torch.full_like(lo, float("inf"))
+    best_scale = torch.ones_like(lo)
+    best_zero = torch.zeros_like(lo, dtype=torch.int32)
+    for shrink in CLIP_SHRINKS:
+        scale, zero = qparams_from_range(
+            lo * shrink, hi * shrink, bits=bits, signed=signed, symmetric=symmetric
+        )
+        q = torch.clamp(torch.round(rows / scale[:, None]) + zero[:, None], qmin, qmax)
+        error = ((q - zero[:, None]) * scale[:, None] - rows).pow(2).sum(1)
+        better = error < best_error
+        best_error = torch.where(better, error, best_error)
+        best_scale = torch.where(better, scale, best_scale)
+        best_zero = torch.where(better, zero, best_zero)
+    return best_scale, best_zero
+
+
 def quantize(
     x: Tensor,
     scale: Tensor,

@@ -92,6 +92,10 @@ class QuantRules:
             weight-only kernels: 128 along K). A weight whose values per channel are not
             a multiple of it, or no more than one block, keeps one scale per channel.
             ``None`` (most targets): per-channel scales.
+        weight_block_symmetric: Whether group-wise weights are symmetric (zero point 0);
+            ``None``: as the :attr:`weight` template. A runtime that dequantizes the
+            blocks before a float product pays nothing for a zero point per block, and
+            at 4 bits an affine grid fits each block's range with one more level.
         mac_costs: The target's latency cost model: the time of one multiply-accumulate
             of a layer whose weights are ``bits`` wide, relative to float32 (1.0), by
             width. A width not listed costs what the narrowest listed width holding it
@@ -113,6 +117,7 @@ class QuantRules:
     bias_scale_through: frozenset[str] = frozenset()
     storage_bits: tuple[int, ...] = (8,)
     weight_block_size: int | None = None
+    weight_block_symmetric: bool | None = None
     mac_costs: Mapping[int, float] = attrs.field(factory=lambda: {8: 0.25, 16: 0.5})
     reason: str = ""
 
@@ -173,10 +178,14 @@ class QuantRules:
             and per_channel > block
             and per_channel % block == 0
         )
+        symmetric = self.weight.symmetric
+        if blocked and self.weight_block_symmetric is not None:
+            symmetric = self.weight_block_symmetric
         return attrs.evolve(
             self.weight,
             granularity=Granularity.PER_TENSOR if axis is None else Granularity.PER_CHANNEL,
             axis=axis,
             bits=self.weight.bits if bits is None else min(bits, self.weight.bits),
             block_size=block if blocked else None,
+            symmetric=symmetric,
         )

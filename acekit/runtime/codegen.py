@@ -281,9 +281,12 @@ class _Builder:
         rule = self.rules.ops[node.op]
         assert rule.weight is not None
         s_input = self._scale_of(node.inputs[rule.activations[0]])
-        s_weight = self.scales.get(id(node.inputs[rule.weight]))
+        weight = node.inputs[rule.weight]
+        s_weight = self.scales.get(id(weight))
         if s_input is None or s_weight is None or args[index] is None:
             return args
+        if weight.quant is not None and weight.quant.block_size is not None:
+            return args  # group-wise scales: no one accumulator scale, the bias stays float
         bias = self.fx.call_function(
             quantize_bias,
             (args[index], s_input, s_weight),

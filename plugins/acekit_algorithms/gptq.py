@@ -94,37 +94,69 @@ def _quantize_column(w: Tensor, scale: Tensor, zero: Tensor, spec: QuantSpec) ->
 
 
 def _group_params(values: Tensor, spec: QuantSpec) -> tuple[Tensor, Tensor]:
-    """Per-row scale and zero point of a group of columns, from their current values."""
-    scale, zero = qmath.qparams_from_range(
-        values.amin(1), values.amax(1), bits=spec.bits, signed=spec.signed, symmetric=spec.symmetric
-    )
+    """Per-row scale and zero point of a group of columns, from their current values.
+
+    Below 8 bits the range of smallest rounding error (clipped, as ``calibrate``'s
+    ``weights=auto`` does per channel); at 8 bits the min/max range.
+    """
+    if spec.bits < 8:
+        scale, zero = qmath.clipped_row_qparams(
+            values, bits=spec.bits, signed=spec.signed, symmetric=spec.symmetric
+        )
+    else:
+        scale, zero = qmath.qparams_from_range(
+            values.amin(1),
+            values.amax(1),
+            bits=spec.bits,
+            signed=spec.signed,
+            symmetric=spec.symmetric,
+        )
     return scale.to(values), zero.to(values)
 
 
 def gptq_round(
-    weight: Tensor, h: Tensor, spec: QuantSpec, *, damping: float, block: int
+    weight: Tensor,
+    h: Tensor,
+    spec: QuantSpec,
+    *,
+    damping: float,
+    block: int,
+    act_order: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """``weight`` (rows x columns) rounded column by column with error feedback.
 
     With group-wise scales (``spec.block_size``), each group's scales are set from the
     weights as error feedback left them when GPTQ reaches the group (Frantar et al.
     2022, "GPTQ with groups"); they come back as the second value (``rows x groups``),
-    else ``None``.
+    else ``None``. ``act_order`` rounds the columns in order of decreasing Hessian
+    diagonal (the inputs with the most energy first, while the most columns are left
+    to take their error); groups stay contiguous input ranges, so their scales are
+    then set from the weights before any rounding ("static groups").
     """
     w = weight.detach().to(h.device).double()
     h = h.clone()
     scale, zero = spec_tensors(spec, w)
     group = spec.block_size
     rows, columns = w.shape
-    if group is not None:
-        scale_ = torch.zeros(rows, -(-columns // group), dtype=w.dtype, device=w.device)
-        zero_ = torch.zeros_like(scale_)
-    else:
-        scale_ = scale.double().reshape(-1) if spec.axis is not None else scale.double().reshape(1)
-        zero_ = zero.double().reshape(scale_.shape)
     dead = torch.diag(h) == 0
     h[dead, dead] = 1
     w[:, dead] = 0
+    if group is not None:
+        scale_ = torch.zeros(rows, -(-columns // group), dtype=w.dtype, device=w.device)
+        zero_ = torch.zeros_like(scale_)
+        if act_order:
+            for index in range(scale_.shape[1]):
+                chunk = w[:, index * group : (index + 1) * group]
+                scale_[:, index], zero_[:, index] = _group_params(chunk, spec)
+    else:
+        scale_ = scale.double().reshape(-1) if spec.axis is not None else scale.double().reshape(1)
+        zero_ = zero.double().reshape(scale_.shape)
+    order = (
+        torch.argsort(torch.diag(h), descending=True, stable=True)
+        if act_order
+        else torch.arange(columns, device=w.device)
+    )
+    w, h = w[:, order], h[order][:, order]
     h += damping * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
     inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     q = torch.zeros_like(w)
@@ -137,6 +169,9 @@ def gptq_round(
             column = w1[:, i]
             if group is None:
                 step, zp = scale_, zero_
+            elif act_order:
+                index = int(order[start + i]) // group
+                step, zp = scale_[:, index], zero_[:, index]
             else:
                 index = (start + i) // group
                 if (start + i) % group == 0:
@@ -151,6 +186,7 @@ def gptq_round(
             w1[:, i:] -= error.unsqueeze(1) @ inv1[i, i:].unsqueeze(0)
             errors[:, i] = error
         w[:, end:] -= errors @ inverse[start:end, end:]
+    q = q[:, torch.argsort(order)]
     result = q.to(device=weight.device, dtype=weight.dtype)
     return result, (scale_.float().to(weight.device) if group is not None else None)
 
@@ -183,6 +219,9 @@ class Gptq(CalibrationReader, Pass):
     sequential: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     #: Columns processed together (lazy batch updates).
     block: int = attrs.field(default=128, validator=attrs.validators.ge(1))
+    #: ``true``: round the input columns in order of decreasing Hessian diagonal (the
+    #: paper's "act-order"; group-wise scales are then set before rounding).
+    act_order: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
     def run(self, graph: Graph) -> PassResult:
         """Round every supported quantized layer in order; stats: layers, errors."""
@@ -245,7 +284,9 @@ class Gptq(CalibrationReader, Pass):
         weight = layer.float_weight(context, graph)
         rows = weight.reshape(weight.shape[0], -1)
         nearest = fake_quantized(rows, spec)
-        rounded, group_scales = gptq_round(rows, h, spec, damping=self.damping, block=self.block)
+        rounded, group_scales = gptq_round(
+            rows, h, spec, damping=self.damping, block=self.block, act_order=self.act_order
+        )
         error_nearest = output_error((nearest - rows).to(h.device), h)
         error_gptq = output_error((rounded - rows).to(h.device), h)
         layer.remember_weight(context, graph)

@@ -130,6 +130,16 @@ def _minmax_fake_quant(x: Tensor, spec: QuantSpec, dims: tuple[int, ...] | None)
     return (q - zero) * scale
 
 
+def _weight_fake_quant(w: Tensor, spec: QuantSpec) -> Tensor:
+    """A linear weight ``[out, in]`` rounded per output channel, or per block of
+    ``spec.block_size`` inputs of each for group-wise scales (min/max ranges)."""
+    block = spec.block_size
+    if block is None or w.shape[1] % block:
+        return _minmax_fake_quant(w, spec, (1,))
+    blocks = w.reshape(w.shape[0], -1, block)
+    return _minmax_fake_quant(blocks, spec, (2,)).reshape(w.shape)
+
+
 def _channel_max(x: Tensor) -> Tensor:
     return x.detach().abs().reshape(-1, x.shape[-1]).amax(0)
 
@@ -256,8 +266,10 @@ class SmoothQuant(CalibrationReader, Pass):
         """The best ``alpha`` and its scales (``None`` when not smoothing is best)."""
         settings = context.settings.quantization
         activation = context.rules.activation_spec(settings.activations_num_bits)
-        weight_spec = context.rules.weight_spec(0, settings.weights_num_bits)
         x = torch.cat(samples)
+        weight_spec = context.rules.weight_spec(
+            0, settings.weights_num_bits, per_channel=int(x.shape[-1])
+        )
         weights = [reader.weight(graph).detach().to(x.device) for reader in site.readers]
         wmax = torch.stack([w.abs().amax(0) for w in weights]).amax(0)
         reference = [x @ w.T for w in weights]
@@ -266,7 +278,7 @@ class SmoothQuant(CalibrationReader, Pass):
             xq = _minmax_fake_quant(x / scales, activation, None)
             total = 0.0
             for w, ref in zip(weights, reference, strict=True):
-                wq = _minmax_fake_quant(w * scales, weight_spec, (1,))
+                wq = _weight_fake_quant(w * scales, weight_spec)
                 total += float((xq @ wq.T - ref).pow(2).mean())
             return total
 

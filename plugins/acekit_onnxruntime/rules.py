@@ -59,6 +59,20 @@ OPTIONS: Mapping[str, TargetOption] = {
             choices=("auto", True, False),
         ),
         TargetOption(
+            name="block_size",
+            help="group-wise weight scales: one per block of this many input values of "
+            "each output channel (16, 32, 64, 128 or 256; default: one per channel)",
+            kind=int,
+            choices=(16, 32, 64, 128, 256),
+        ),
+        TargetOption(
+            name="block_symmetric",
+            help="group-wise weights symmetric (zero point 0); default false: one zero "
+            "point per block (ORT dequantizes the blocks, a zero point costs nothing)",
+            default=False,
+            kind=bool,
+        ),
+        TargetOption(
             name="opset",
             help=f"ONNX opset of the export, {OPSETS.start}..{OPSETS.stop - 1} "
             f"(default {DEFAULT_OPSET})",
@@ -123,6 +137,7 @@ def quantization_rules(options: Mapping[str, Any]) -> QuantRules:
     if reduce == "auto":
         reduce = is_x86() and not cpu_has_vnni()
     signed = activation_type == "int8"
+    block = checked.get("block_size")
     activation = QuantSpec(bits=8, signed=signed, symmetric=False)
     weight = QuantSpec(
         bits=7 if reduce else 8,
@@ -138,6 +153,9 @@ def quantization_rules(options: Mapping[str, Any]) -> QuantRules:
         why += " (VNNI: ORT's integer kernels run u8 x s8 at 4x the float multiply rate)"
     elif reduce:
         why += ", 7-bit weights (no VNNI: avoids saturating the 16-bit intermediates)"
+    if block is not None:
+        kind = "symmetric" if checked["block_symmetric"] else "affine"
+        why += f"; {kind} weight scales per block of {block} inputs (the options ask)"
     return QuantRules(
         activation=activation,
         weight=weight,
@@ -153,5 +171,7 @@ def quantization_rules(options: Mapping[str, Any]) -> QuantRules:
         bias_bits=32,
         bias_scale_through=_VALUE_MOVING,
         storage_bits=(8,),
+        weight_block_size=None if block is None else int(block),
+        weight_block_symmetric=bool(checked["block_symmetric"]),
         reason=why,
     )

@@ -108,7 +108,7 @@ class Calibrate(Pass):
         for value in weights:
             spec = value.quant
             if spec is not None and spec.block_size is not None:
-                value.quant = _calibrated_blocks(graph, value)
+                value.quant = _calibrated_blocks(graph, value, clip=self._clips(spec, qat))
             else:
                 value.quant = self._weight_spec(graph, value, qat)
         widened = widen_weight_scales_for_bias(graph, context.rules)
@@ -132,8 +132,7 @@ class Calibrate(Pass):
     def _weight_spec(self, graph: Graph, value: Value, qat: bool) -> QuantSpec:
         spec = value.quant
         assert spec is not None and value.producer is not None
-        clip = self.weights == "mse" or (self.weights == "auto" and spec.bits < 8 and not qat)
-        if not clip:
+        if not self._clips(spec, qat):
             return _calibrated(value, _weight_observer(graph, value))
         tensor = graph.tensors[str(value.producer.attrs["ref"])]
         scale, zero_point = clipped_qparams(tensor, spec)
@@ -142,6 +141,10 @@ class Calibrate(Pass):
             scale=tuple(scale.reshape(-1).tolist()),
             zero_point=tuple(int(z) for z in zero_point.reshape(-1).tolist()),
         )
+
+    def _clips(self, spec: QuantSpec, qat: bool) -> bool:
+        """Whether a weight of ``spec`` gets its range by rounding error (clipping)."""
+        return self.weights == "mse" or (self.weights == "auto" and spec.bits < 8 and not qat)
 
     def _observer(self, value: Value) -> Observer:
         spec = value.quant
@@ -159,16 +162,20 @@ def _weight_observer(graph: Graph, value: Value) -> Observer:
     return observer
 
 
-def _calibrated_blocks(graph: Graph, value: Value) -> QuantSpec:
-    """A group-wise weight's spec: one scale per block from the block's min and max."""
+def _calibrated_blocks(graph: Graph, value: Value, *, clip: bool) -> QuantSpec:
+    """A group-wise weight's spec: one scale per block, from the block's min and max or,
+    with ``clip``, the range of smallest rounding error (:func:`clipped_qparams`)."""
     spec = value.quant
     assert value.producer is not None and spec is not None and spec.axis is not None
     assert spec.block_size is not None
     tensor = graph.tensors[str(value.producer.attrs["ref"])]
-    low, high = qmath.block_range(tensor, spec.axis, spec.block_size)
-    scale, zero_point = qmath.qparams_from_range(
-        low, high, bits=spec.bits, signed=spec.signed, symmetric=spec.symmetric
-    )
+    if clip:
+        scale, zero_point = clipped_qparams(tensor, spec)
+    else:
+        low, high = qmath.block_range(tensor, spec.axis, spec.block_size)
+        scale, zero_point = qmath.qparams_from_range(
+            low, high, bits=spec.bits, signed=spec.signed, symmetric=spec.symmetric
+        )
     return attrs.evolve(
         spec,
         scale=tuple(scale.tolist()),
