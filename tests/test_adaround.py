@@ -210,3 +210,18 @@ def test_adaround_keeps_at_most_samples_calibration_samples(
     sizes.clear()
     compile_with(model, data, "cleanup,ptq,adaround{iterations=5,samples=100}", tmp_path)
     assert set(sizes) == {(16, 16)}
+
+
+@pytest.mark.parametrize("beta", [20.0, 7.5, 2.0])
+def test_the_written_out_slopes_equal_autograd(beta: float) -> None:
+    from acekit_algorithms.adaround import _regularizer_slope, _soft, _soft_slope
+
+    v = (torch.randn(4000, generator=torch.Generator().manual_seed(5)) * 4).requires_grad_(True)
+    upstream = torch.randn(4000)
+    h = _soft(v)
+    loss = (h * upstream).sum() + 0.01 * (1 - (2 * h - 1).abs().pow(beta)).sum()
+    (expected,) = torch.autograd.grad(loss, v)
+    h_, slope = _soft_slope(v)
+    torch.testing.assert_close(h_, h.detach())
+    got = (upstream + 0.01 * _regularizer_slope(h_, beta)) * slope
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
