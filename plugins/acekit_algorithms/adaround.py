@@ -106,12 +106,20 @@ def layer_data(
 
 
 def reconstruction_error(
-    layer: Layer, data: LayerData, weight: Tensor, bias: Tensor | None
+    layer: Layer, data: LayerData, weight: Tensor, bias: Tensor | None, chunk: int = 16
 ) -> float:
-    """Mean squared error of the layer's output with ``weight`` against the float target."""
+    """Mean squared error of the layer's output with ``weight`` against the float target.
+
+    ``chunk`` samples at a time: a whole output (and its error) of a large early layer
+    would take as much memory as its targets again, twice.
+    """
+    total = 0.0
+    weight = weight.to(data.inputs.device)
     with torch.no_grad():
-        out = layer.forward(data.inputs, weight.to(data.inputs.device), bias)
-        return float((out - data.targets).pow(2).mean())
+        for start in range(0, data.inputs.shape[0], chunk):
+            out = layer.forward(data.inputs[start : start + chunk], weight, bias)
+            total += float(out.sub_(data.targets[start : start + chunk]).pow_(2).sum())
+    return total / max(data.targets.numel(), 1)
 
 
 @attrs.frozen
@@ -124,7 +132,7 @@ class AdaRound(CalibrationReader, Pass):
 
     #: Optimisation steps per layer.
     iterations: int = attrs.field(
-        default=1000, validator=[attrs.validators.ge(1), attrs.validators.le(100_000)]
+        default=150, validator=[attrs.validators.ge(1), attrs.validators.le(100_000)]
     )
     #: Calibration batches whose inputs each layer reconstructs (default: ``stats_steps``).
     batches: int | None = attrs.field(
@@ -174,7 +182,9 @@ class AdaRound(CalibrationReader, Pass):
             floating = Frontier(
                 graph, context, values, quantize=False, batches=batches, samples=self.samples
             )
+        data: LayerData | None = None
         for layer in progress(targets, "AdaRound", total=len(targets)):
+            data = None  # the previous layer's data is freed before this layer's is made
             data = layer_data(graph, context, layer, quantized, floating)
             shortage = _shortage(graph, layer, data)
             if shortage is not None:
