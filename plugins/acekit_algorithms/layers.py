@@ -487,8 +487,13 @@ class Frontier:
                 node = self.nodes[i]
                 if node in self.static or node.op in ("placeholder", "output"):
                     continue
+                # Free what no later node reads as soon as it is read: a stem's outputs
+                # for all samples would otherwise live until the layer asked for.
+                done = [n for n in (*node.all_input_nodes, node) if self.last_use[n] <= i]
                 for env in self.envs:
                     env[node] = self._run(node, env, cache)
+                    for n in done:
+                        env.pop(n, None)
             for env in self.envs:
                 for node in [n for n in env if self.last_use[n] < stop]:
                     del env[node]
