@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -146,3 +147,81 @@ def test_a_window_step_equals_the_same_window_of_the_full_convolution(
         torch.testing.assert_close(out, target, rtol=1e-4, atol=1e-4)
         seen.add(float(target.sum()))
     assert len(seen) > 1  # windows move over the map
+
+
+def test_each_layer_reads_what_a_full_run_of_the_model_rounded_before_it_gives(
+    data: list[torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # AdaRound runs each model once, pausing at every layer (a frontier), instead of
+    # rerunning it from the input per layer: the inputs must be what a full run of the
+    # model with the layers before rounded gives, the targets the float layer's outputs.
+    from acekit_algorithms import adaround
+
+    seen: dict[str, adaround.LayerData] = {}
+    gather = adaround.layer_data
+
+    def spy(*args: Any, **kwargs: Any) -> adaround.LayerData:
+        found = gather(*args, **kwargs)
+        seen[args[2].node.name] = found
+        return found
+
+    monkeypatch.setattr(adaround, "layer_data", spy)
+    model = trained_like(SmallCNN(), SHAPE)
+    nearest = compile_with(model, data, "cleanup,ptq", tmp_path, weights_bits=4)
+    rounded = compile_with(model, data, PIPELINE, tmp_path, weights_bits=4)
+    quant_inputs = layer_inputs(rounded.graph, data, quantize=True)
+    nearest_inputs = layer_inputs(nearest.graph, data, quantize=True)
+    float_inputs = layer_inputs(nearest.graph, data, quantize=False)
+    assert set(seen) == set(quant_inputs)
+    moved = 0
+    for name, found in seen.items():
+        torch.testing.assert_close(found.inputs, quant_inputs[name], rtol=0, atol=0)
+        moved += int(not torch.equal(found.inputs, nearest_inputs[name]))
+        node = nearest.graph.node(name)
+        weight, bias = (nearest.graph.tensors[_ref(v)].detach() for v in node.inputs[1:3])
+        target = _apply(node, float_inputs[name], weight, bias)
+        torch.testing.assert_close(found.targets, target, rtol=0, atol=0)
+        assert found.batches == len(data)
+    assert moved > 0  # the later layers read the rounded ones' outputs
+
+
+def _ref(value: Any) -> str:
+    return str(value.producer.attrs["ref"])
+
+
+def test_adaround_keeps_at_most_samples_calibration_samples(
+    data: list[torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from acekit_algorithms import adaround
+
+    sizes: list[tuple[int, int]] = []
+    gather = adaround.layer_data
+
+    def spy(*args: Any, **kwargs: Any) -> adaround.LayerData:
+        found = gather(*args, **kwargs)
+        sizes.append((found.inputs.shape[0], found.targets.shape[0]))
+        return found
+
+    monkeypatch.setattr(adaround, "layer_data", spy)
+    model = trained_like(SmallCNN(), SHAPE)
+    compile_with(model, data, "cleanup,ptq,adaround{iterations=5,samples=11}", tmp_path)
+    # Two batches of 8: the first whole, the second cut to 3.
+    assert sizes and set(sizes) == {(11, 11)}
+    sizes.clear()
+    compile_with(model, data, "cleanup,ptq,adaround{iterations=5,samples=100}", tmp_path)
+    assert set(sizes) == {(16, 16)}
+
+
+@pytest.mark.parametrize("beta", [20.0, 7.5, 2.0])
+def test_the_written_out_slopes_equal_autograd(beta: float) -> None:
+    from acekit_algorithms.adaround import _regularizer_slope, _soft, _soft_slope
+
+    v = (torch.randn(4000, generator=torch.Generator().manual_seed(5)) * 4).requires_grad_(True)
+    upstream = torch.randn(4000)
+    h = _soft(v)
+    loss = (h * upstream).sum() + 0.01 * (1 - (2 * h - 1).abs().pow(beta)).sum()
+    (expected,) = torch.autograd.grad(loss, v)
+    h_, slope = _soft_slope(v)
+    torch.testing.assert_close(h_, h.detach())
+    got = (upstream + 0.01 * _regularizer_slope(h_, beta)) * slope
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)

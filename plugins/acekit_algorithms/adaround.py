@@ -28,13 +28,13 @@ from acekit.passes import Pass, PassResult
 from acekit.quant.context import QuantContext, current_context
 from acekit_algorithms.layers import (
     CalibrationReader,
+    Frontier,
     Layer,
     after_ptq_reason,
     broadcast,
     calibration_batches,
     quantized_layers,
     spec_tensors,
-    stream,
 )
 from acekit_algorithms.originals import float_reference
 
@@ -43,10 +43,27 @@ log = get_logger(__name__)
 # The rectified sigmoid's stretch (Nagel et al. 2020, eq. 23).
 _ZETA, _GAMMA = 1.1, -0.1
 _BETA_START, _BETA_END = 20.0, 2.0
+#: Default cap on the calibration samples AdaRound keeps.
+SAMPLES: int | None = 512
 
 
 def _soft(v: Tensor) -> Tensor:
     return torch.clamp(torch.sigmoid(v) * (_ZETA - _GAMMA) + _GAMMA, 0, 1)
+
+
+def _soft_slope(v: Tensor) -> tuple[Tensor, Tensor]:
+    """``h(V)`` and ``dh/dV`` (zero where the clamp holds ``h`` at 0 or 1)."""
+    sigmoid = torch.sigmoid(v.detach())
+    h = sigmoid * (_ZETA - _GAMMA) + _GAMMA
+    slope = (1 - sigmoid).mul_(sigmoid).mul_(_ZETA - _GAMMA)
+    slope.masked_fill_((h <= 0) | (h >= 1), 0.0)
+    return h.clamp_(0, 1), slope
+
+
+def _regularizer_slope(h: Tensor, beta: float) -> Tensor:
+    """``d/dh`` of the regulariser ``sum(1 - |2h - 1| ** beta)`` (``beta >= 2``)."""
+    r = h * 2 - 1
+    return r.abs().pow_(beta - 2).mul_(r).mul_(-2 * beta)
 
 
 def _initial_v(rest: Tensor) -> Tensor:
@@ -70,30 +87,39 @@ class LayerData:
         return self.targets.numel() // max(channels, 1)
 
 
-def layer_data(graph: Graph, context: QuantContext, layer: Layer, batches: int) -> LayerData:
-    """Gather ``layer``'s quantized-model inputs and float outputs over ``batches``."""
-    inputs = [
-        seen[layer.input_value.name]
-        for seen in stream(graph, context, [layer.input_value], quantize=True, batches=batches)
-    ]
+def layer_data(
+    graph: Graph, context: QuantContext, layer: Layer, quantized: Frontier, floating: Frontier
+) -> LayerData:
+    """``layer``'s inputs as the quantized model feeds it and its float outputs.
+
+    ``quantized`` runs the quantized model (the layers before ``layer`` as rounded so far),
+    ``floating`` the float reference; each gets only as far as ``layer``'s input.
+    """
+    inputs = quantized.value(layer.input_value.name)
     weight = layer.float_weight(context, graph)
     bias = layer.float_bias(context, graph)
     targets = []
-    with float_reference(graph, context):
-        for seen in stream(graph, context, [layer.input_value], quantize=False, batches=batches):
-            x = seen[layer.input_value.name]
-            b = None if bias is None else bias.detach().to(x.device)
-            targets.append(layer.forward(x, weight.to(x.device), b))
+    for x in floating.value(layer.input_value.name):
+        b = None if bias is None else bias.detach().to(x.device)
+        targets.append(layer.forward(x, weight.to(x.device), b))
     return LayerData(torch.cat(inputs), torch.cat(targets), len(inputs))
 
 
 def reconstruction_error(
-    layer: Layer, data: LayerData, weight: Tensor, bias: Tensor | None
+    layer: Layer, data: LayerData, weight: Tensor, bias: Tensor | None, chunk: int = 16
 ) -> float:
-    """Mean squared error of the layer's output with ``weight`` against the float target."""
+    """Mean squared error of the layer's output with ``weight`` against the float target.
+
+    ``chunk`` samples at a time: a whole output (and its error) of a large early layer
+    would take as much memory as its targets again, twice.
+    """
+    total = 0.0
+    weight = weight.to(data.inputs.device)
     with torch.no_grad():
-        out = layer.forward(data.inputs, weight.to(data.inputs.device), bias)
-        return float((out - data.targets).pow(2).mean())
+        for start in range(0, data.inputs.shape[0], chunk):
+            out = layer.forward(data.inputs[start : start + chunk], weight, bias)
+            total += float(out.sub_(data.targets[start : start + chunk]).pow_(2).sum())
+    return total / max(data.targets.numel(), 1)
 
 
 @attrs.frozen
@@ -106,11 +132,17 @@ class AdaRound(CalibrationReader, Pass):
 
     #: Optimisation steps per layer.
     iterations: int = attrs.field(
-        default=1000, validator=[attrs.validators.ge(1), attrs.validators.le(100_000)]
+        default=150, validator=[attrs.validators.ge(1), attrs.validators.le(100_000)]
     )
     #: Calibration batches whose inputs each layer reconstructs (default: ``stats_steps``).
     batches: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(1))
+    )
+    #: At most this many calibration samples are kept (``None``: all of ``batches``). Why:
+    #: every layer's inputs and float outputs are held for them, and the two models' runs
+    #: cost what they do.
+    samples: int | None = attrs.field(
+        default=SAMPLES, validator=attrs.validators.optional(attrs.validators.ge(1))
     )
     #: Samples per optimisation step, drawn from the calibration inputs.
     batch_size: int = attrs.field(default=32, validator=attrs.validators.ge(1))
@@ -140,8 +172,20 @@ class AdaRound(CalibrationReader, Pass):
         before: list[float] = []
         after: list[float] = []
         kept = short = 0
+        # One run of each model over the samples used, paused at every layer's input: the
+        # quantized one sees each layer rounded before it runs (refresh below).
+        values = [layer.input_value for layer in targets]
+        quantized = Frontier(
+            graph, context, values, quantize=True, batches=batches, samples=self.samples
+        )
+        with float_reference(graph, context):
+            floating = Frontier(
+                graph, context, values, quantize=False, batches=batches, samples=self.samples
+            )
+        data: LayerData | None = None
         for layer in progress(targets, "AdaRound", total=len(targets)):
-            data = layer_data(graph, context, layer, batches)
+            data = None  # the previous layer's data is freed before this layer's is made
+            data = layer_data(graph, context, layer, quantized, floating)
             shortage = _shortage(graph, layer, data)
             if shortage is not None:
                 log.info(f"AdaRound: keeping nearest rounding for '{layer.node.name}': {shortage}")
@@ -158,6 +202,7 @@ class AdaRound(CalibrationReader, Pass):
             else:
                 layer.set_weight(graph, nearest)
                 kept += 1
+            quantized.refresh(graph, [layer.weight_ref])
             before.append(error_nearest)
             after.append(min(error_learned, error_nearest))
         done = len(before)
@@ -193,29 +238,37 @@ class AdaRound(CalibrationReader, Pass):
         nearest = (
             torch.clamp(torch.round(weight / scale) + zero, spec.qmin, spec.qmax) - zero
         ) * scale
+        # The step's weight ``(clamp(floor + h + zero) - zero) * scale`` as ``base + h * up``:
+        # ``h`` moves a weight by one step where ``floor`` is inside the grid, not at all
+        # where the clamp pins it. Precomputed, a step costs two elementwise ops less.
+        grid = floor + zero
+        base = (torch.clamp(grid, spec.qmin, spec.qmax) - zero) * scale
+        up_step = torch.where((grid >= spec.qmin) & (grid < spec.qmax), scale, 0.0)
         v = _initial_v(weight / scale - floor).requires_grad_(True)
-        optimizer = torch.optim.Adam([v], lr=self.learning_rate)
+        fused = True if v.device.type in ("cpu", "cuda") else None
+        optimizer = torch.optim.Adam([v], lr=self.learning_rate, fused=fused)
         bias = layer.bias(graph)
         b = None if bias is None else bias.detach().to(weight.device)
         warm = int(self.warmup * self.iterations)
         count = data.inputs.shape[0]
-        with torch.enable_grad():
-            for step in range(self.iterations):
-                pick = torch.randint(count, (min(self.batch_size, count),), generator=generator)
-                pick = pick.to(data.inputs.device)
-                h = _soft(v)
-                q = torch.clamp(floor + h + zero, spec.qmin, spec.qmax)
-                out, target = window_step(
-                    layer, data, pick, (q - zero) * scale, b, self.window, generator
-                )
-                loss = _reconstruction(layer, out, target)
-                if step >= warm:
-                    progress_ = (step - warm) / max(self.iterations - warm, 1)
-                    beta = _BETA_END + (_BETA_START - _BETA_END) * (1 - progress_)
-                    loss = loss + self.regularization * (1 - (2 * h - 1).abs().pow(beta)).sum()
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+        # The gradient reaches V through the weight only: autograd runs the layer, the
+        # rest (h's slope, the regulariser's) is elementwise and written out, which on
+        # ResNet-sized layers halves a step's elementwise work against autograd's graph.
+        for step in range(self.iterations):
+            pick = torch.randint(count, (min(self.batch_size, count),), generator=generator)
+            pick = pick.to(data.inputs.device)
+            h, slope = _soft_slope(v)
+            stepped = torch.addcmul(base, h, up_step).requires_grad_(True)
+            with torch.enable_grad():
+                out, target = window_step(layer, data, pick, stepped, b, self.window, generator)
+                (grad,) = torch.autograd.grad(_reconstruction(layer, out, target), stepped)
+            grad.mul_(up_step)
+            if step >= warm:
+                progress_ = (step - warm) / max(self.iterations - warm, 1)
+                beta = _BETA_END + (_BETA_START - _BETA_END) * (1 - progress_)
+                grad.add_(_regularizer_slope(h, beta), alpha=self.regularization)
+            v.grad = grad.mul_(slope)
+            optimizer.step()
         with torch.no_grad():
             up = (_soft(v) >= 0.5).to(weight.dtype)
             learned = (torch.clamp(floor + up + zero, spec.qmin, spec.qmax) - zero) * scale

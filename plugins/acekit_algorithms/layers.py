@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import attrs
 import torch
@@ -365,6 +366,162 @@ def stream(
 
 class _AllSeen(Exception):
     """Raised by a tap once every value a stream asked for has been seen."""
+
+
+class _Mark(nn.Module):
+    """A tap that marks where a value is produced (the value passes through unchanged)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+#: Tensors (and other results) of a generated module's nodes, by node.
+_Env = dict[torch.fx.Node, object]
+
+
+class Frontier:
+    """The model run over calibration batches once, node by node, pausing at each value asked.
+
+    :func:`stream` runs the model from its inputs every time; an algorithm that visits
+    layers in execution order would rerun the prefix for every layer. A frontier keeps,
+    per batch, only the tensors that nodes not yet run will read, and runs each node once
+    over the batches kept: asking for a value runs the nodes up to where it is produced.
+
+    Nodes that read no input (parameters, their fake quantization, BatchNorm folding) are
+    evaluated when read, not kept: a weight changed in the graph and passed to
+    :meth:`refresh` is what every node run afterwards computes with. Ask for values in
+    execution order; one whose readers have all run is no longer held.
+
+    ``samples`` caps the samples kept: batches are read until it is reached, and the last
+    one is cut to it (its tensors whose first dimension is the batch's).
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        context: QuantContext,
+        values: Sequence[Value],
+        *,
+        quantize: bool,
+        batches: int,
+        samples: int | None = None,
+    ) -> None:
+        assert context.calibration is not None
+        names = {v.name for v in values}
+        module = to_module(graph, quantize=quantize, taps={n: _Mark(n) for n in names})
+        self.module = module.to(context.device).eval()
+        self.nodes = list(module.graph.nodes)
+        self.index = {node: i for i, node in enumerate(self.nodes)}
+        self.marks: dict[str, torch.fx.Node] = {}
+        self.static: set[torch.fx.Node] = set()
+        for node in self.nodes:
+            if node.op == "call_module":
+                tap = module.get_submodule(str(node.target))
+                if isinstance(tap, _Mark):
+                    self.marks[tap.name] = node
+            if node.op == "get_attr" or (
+                node.op in ("call_function", "call_method", "call_module")
+                and all(n in self.static for n in node.all_input_nodes)
+            ):
+                self.static.add(node)
+        self.last_use = {
+            node: max((self.index[user] for user in node.users), default=self.index[node])
+            for node in self.nodes
+        }
+        self.envs: list[_Env] = []
+        self.sizes: list[int] = []
+        placeholders = [node for node in self.nodes if node.op == "placeholder"]
+        for batch in context.calibration.batches(limit=batches):
+            tensors = [t.to(context.device) for t in batch]
+            size = int(tensors[0].shape[0]) if tensors and tensors[0].dim() else 1
+            if samples is not None:
+                left = samples - sum(self.sizes)
+                if left <= 0:
+                    break
+                if size > left:
+                    tensors = [t[:left] if t.dim() and t.shape[0] == size else t for t in tensors]
+                    size = left
+            self.envs.append(dict(zip(placeholders, tensors, strict=False)))
+            self.sizes.append(size)
+        self.position = 0
+
+    @property
+    def samples(self) -> int:
+        """How many samples the frontier holds (over all its batches)."""
+        return sum(self.sizes)
+
+    def value(self, name: str) -> list[Tensor]:
+        """The tensor of value ``name`` on every batch kept, as its readers see it."""
+        node = self.marks[name]
+        self._advance(self.index[node] + 1)
+        if any(node not in env for env in self.envs):
+            raise ValueError(f"value {name!r} was asked for after its readers ran")
+        return [env[node] for env in self.envs]  # type: ignore[misc]
+
+    def refresh(self, graph: Graph, refs: Sequence[str]) -> None:
+        """Make the nodes not yet run compute with the graph's current ``refs`` tensors.
+
+        The module's tensor is replaced, not written in place: a generated module shares
+        its tensors' storage with the graph, where the float originals may still live.
+        """
+        for ref in refs:
+            owner_path, _, leaf = ref.rpartition(".")
+            owner = self.module.get_submodule(owner_path)
+            held = getattr(owner, leaf)
+            new = graph.tensors[ref].detach().to(held.device, held.dtype).clone()
+            if leaf in owner._parameters:
+                owner.register_parameter(leaf, nn.Parameter(new, requires_grad=False))
+            else:
+                owner.register_buffer(leaf, new)
+
+    def _advance(self, stop: int) -> None:
+        if stop <= self.position:
+            return
+        with torch.no_grad():
+            cache: _Env = {}
+            for i in range(self.position, stop):
+                node = self.nodes[i]
+                if node in self.static or node.op in ("placeholder", "output"):
+                    continue
+                # Free what no later node reads as soon as it is read: a stem's outputs
+                # for all samples would otherwise live until the layer asked for.
+                done = [n for n in (*node.all_input_nodes, node) if self.last_use[n] <= i]
+                for env in self.envs:
+                    env[node] = self._run(node, env, cache)
+                    for n in done:
+                        env.pop(n, None)
+            for env in self.envs:
+                for node in [n for n in env if self.last_use[n] < stop]:
+                    del env[node]
+        self.position = stop
+
+    def _read(self, node: torch.fx.Node, env: _Env, cache: _Env) -> object:
+        if node not in self.static:
+            return env[node]
+        if node not in cache:
+            cache[node] = self._run(node, env, cache)
+        return cache[node]
+
+    def _run(self, node: torch.fx.Node, env: _Env, cache: _Env) -> object:
+        def read(n: torch.fx.Node) -> Any:
+            return self._read(n, env, cache)
+
+        if node.op == "get_attr":
+            held: object = self.module
+            for part in str(node.target).split("."):
+                held = getattr(held, part)
+            return held
+        args = torch.fx.node.map_arg(node.args, read)
+        kwargs = torch.fx.node.map_arg(node.kwargs, read)
+        if node.op == "call_function":
+            return node.target(*args, **kwargs)  # type: ignore[operator]
+        if node.op == "call_method":
+            return getattr(args[0], str(node.target))(*args[1:], **kwargs)
+        return self.module.get_submodule(str(node.target))(*args, **kwargs)
 
 
 class CalibrationReader:
