@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run every peer on MiniLM and print (and write) the cosine table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md")
+    parser.add_argument(
+        "--only", help="run only the peers whose label contains this text (e.g. AIMET)"
+    )
     args = parser.parse_args(argv)
     model, calibration, held_out = minilm_batches()
     reference = embed(model, held_out)
@@ -87,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: peers.aimet_adaround(model, calibration, 4, ADAROUND_STEPS),
             ),
         ]
+        if args.only:
+            runs = [r for r in runs if args.only.lower() in r[1].lower()]
+            if not runs:
+                parser.error(f"no peer's label contains {args.only!r}")
         for weights, label, run in runs:
             try:
                 quantized, cost = peers.measure(run)
