@@ -40,8 +40,7 @@ from benchmarks.common import machine, today, versions, write_section
 TOKENS = 32
 BATCH = 8
 MODULES = ("argparse", "json", "collections", "logging", "subprocess", "pathlib", "typing")
-#: (target, weight bits, label, algorithms[, target options]). AdaRound is left out: 36
-#: layers x 1000 steps do not fit a run on 2 shared cores.
+#: (target, weight bits, label, algorithms[, target options]).
 VARIANTS: tuple[tuple[Any, ...], ...] = (
     ("onnxruntime", 8, "round-to-nearest (baseline)", ""),
     ("onnxruntime", 8, "bias-correction (default)", "bias-correction"),
@@ -89,6 +88,8 @@ VARIANTS: tuple[tuple[Any, ...], ...] = (
         "smoothquant,gptq{damping=0.1}",
         {"block_size": 16},
     ),
+    # AIMET's CLE + AdaRound is the W4A8 peer (benchmarks/peers_minilm.py).
+    ("onnxruntime", 4, "adaround (default: 150 steps/layer)", "adaround"),
 )
 
 
