@@ -165,7 +165,7 @@ class BiasCorrection(CalibrationReader, Pass):
                 )
                 shift = inputs.output_mean(quantized_weights(graph, [layer])[0])
             deltas.append(reference[i] - shift)
-            corrected.append(_correct(graph, context, layer, deltas[-1]))
+            corrected.append(layer.add_to_bias(graph, deltas[-1], context))
         after = mean_abs_shift(
             self._after(graph, context, corrected, deltas, floats, batches), reference
         )
@@ -201,8 +201,3 @@ class BiasCorrection(CalibrationReader, Pass):
             seen.output_mean(weight, delta)
             for seen, weight, delta in zip(inputs, weights, deltas, strict=True)
         ]
-
-
-def _correct(graph: Graph, context: QuantContext, layer: Layer, delta: Tensor) -> Layer:
-    """Add ``delta`` to ``layer``'s bias (added as zeros where it has none)."""
-    return layer.add_to_bias(graph, delta, context)

@@ -433,26 +433,21 @@ class Frontier:
             for node in self.nodes
         }
         self.envs: list[_Env] = []
-        self.sizes: list[int] = []
+        kept = 0
         placeholders = [node for node in self.nodes if node.op == "placeholder"]
         for batch in context.calibration.batches(limit=batches):
             tensors = [t.to(context.device) for t in batch]
             size = int(tensors[0].shape[0]) if tensors and tensors[0].dim() else 1
             if samples is not None:
-                left = samples - sum(self.sizes)
+                left = samples - kept
                 if left <= 0:
                     break
                 if size > left:
                     tensors = [t[:left] if t.dim() and t.shape[0] == size else t for t in tensors]
                     size = left
             self.envs.append(dict(zip(placeholders, tensors, strict=False)))
-            self.sizes.append(size)
+            kept += size
         self.position = 0
-
-    @property
-    def samples(self) -> int:
-        """How many samples the frontier holds (over all its batches)."""
-        return sum(self.sizes)
 
     def value(self, name: str) -> list[Tensor]:
         """The tensor of value ``name`` on every batch kept, as its readers see it."""

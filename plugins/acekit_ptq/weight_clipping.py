@@ -15,17 +15,14 @@ import torch
 from torch import Tensor
 
 from acekit.ir.quant import QuantSpec
-from acekit.quant.qmath import CLIP_SHRINKS, clipped_row_qparams
-
-#: Range factors tried, from the full min/max range down to half of it.
-SHRINKS = CLIP_SHRINKS
+from acekit.quant.qmath import clipped_row_qparams
 
 
 def clipped_qparams(weight: Tensor, spec: QuantSpec) -> tuple[Tensor, Tensor]:
     """``(scale, zero_point)`` per channel of ``spec.axis`` (one pair when per tensor).
 
-    Each channel gets the range factor of :data:`SHRINKS` whose rounding error
-    ``||w - dq(q(w))||^2`` is smallest; a factor of 1 is the min/max range. With
+    Each channel gets the range factor of :data:`acekit.quant.qmath.CLIP_SHRINKS` whose
+    rounding error ``||w - dq(q(w))||^2`` is smallest; a factor of 1 is the min/max range. With
     ``spec.block_size``, each block of each channel gets its own (``channels x blocks``
     entries, channel-major; the channel's values must be a multiple of the block).
     """
